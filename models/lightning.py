@@ -1,0 +1,162 @@
+"""One LightningModule for both objectives: a backbone, an objective (ARM or MDM), AdamW and a
+learning-rate schedule, logging loss, learning rate, tokens and training FLOPs seen.
+
+Tokens seen are derived from the optimizer step (global batch x sequence length per step), so the
+FLOPs axis C = 6 N D of every logged metric is exact and survives restarts without extra state.
+The MDM forward-process noise is drawn from a generator seeded by (seed, step, micro-batch, rank):
+a resumed run draws exactly the masks an uninterrupted run would have drawn.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+
+import lightning as L
+import torch
+
+from models.config import ModelConfig, from_dict, model_flops_per_token, training_flops_per_token
+from models.objectives import arm_loss, mdm_forward_process, mdm_loss, sft_response_mask
+from models.recipe import MDMConfig, OptimConfig, ScheduleConfig, lr_multiplier
+from models.transformer import Transformer
+
+OBJECTIVES = ("arm", "mdm")
+
+
+def _mix_seed(*parts: int) -> int:
+    """A 63-bit seed from integers (splitmix-style), stable across processes and Python versions."""
+    value = 0x9E3779B97F4A7C15
+    for part in parts:
+        value = (value ^ (int(part) & 0xFFFFFFFFFFFFFFFF)) * 0xBF58476D1CE4E5B9 & 0xFFFFFFFFFFFFFFFF
+        value ^= value >> 31
+    return value & 0x7FFFFFFFFFFFFFFF
+
+
+class LanguageModel(L.LightningModule):
+    """Batches are dicts with ``input_ids`` [B, L]; SFT batches add ``prompt_lengths`` [B]
+    (prompt tokens are then never masked nor scored)."""
+
+    def __init__(
+        self,
+        model: dict,
+        objective: str,
+        *,
+        total_steps: int,
+        tokens_per_step: int,
+        mask_id: int | None = None,
+        optim: dict | None = None,
+        schedule: dict | None = None,
+        mdm: dict | None = None,
+        seed: int = 0,
+        peak_flops_per_second: float | None = None,
+    ):
+        super().__init__()
+        if objective not in OBJECTIVES:
+            raise ValueError(f"objective must be one of {OBJECTIVES}, got {objective!r}")
+        config = from_dict(model) if isinstance(model, dict) else model
+        if config.causal != (objective == "arm"):
+            raise ValueError(
+                f"objective {objective!r} needs a {'causal' if objective == 'arm' else 'bidirectional'} "
+                f"model; set model.causal={objective == 'arm'}"
+            )
+        if objective == "mdm" and (mask_id is None or not 0 <= mask_id < config.vocab_size):
+            raise ValueError(f"MDM needs a mask token id inside the vocabulary (0..{config.vocab_size - 1}), got {mask_id}")
+        self.save_hyperparameters(
+            {"model": dataclasses.asdict(config), "objective": objective, "total_steps": total_steps,
+             "tokens_per_step": tokens_per_step, "mask_id": mask_id, "optim": optim or {},
+             "schedule": schedule or {}, "mdm": mdm or {}, "seed": seed,
+             "peak_flops_per_second": peak_flops_per_second}
+        )
+        self.config: ModelConfig = config
+        self.objective = objective
+        self.mask_id = mask_id
+        self.optim_config = OptimConfig(**(optim or {}))
+        self.schedule_config = ScheduleConfig(**(schedule or {}))
+        self.mdm_config = MDMConfig(**(mdm or {}))
+        self.total_steps = total_steps
+        self.tokens_per_step = tokens_per_step
+        self.seed = seed
+        self.peak_flops_per_second = peak_flops_per_second
+        self.model = Transformer(config)
+        self._last_log_time: float | None = None
+        self._last_log_step = 0
+
+    # ------------------------------------------------------------------ loss
+    def forward(self, tokens: torch.Tensor, key_padding_mask: torch.Tensor | None = None) -> torch.Tensor:
+        return self.model(tokens, key_padding_mask)
+
+    def loss(self, batch: dict, generator: torch.Generator | None) -> torch.Tensor:
+        tokens = batch["input_ids"]
+        prompt_lengths = batch.get("prompt_lengths")
+        response = None if prompt_lengths is None else sft_response_mask(prompt_lengths, tokens.shape[1])
+        if self.objective == "arm":
+            return arm_loss(self.model(tokens), tokens, target_mask=response)
+        noisy = mdm_forward_process(
+            tokens,
+            self.mask_id,
+            eps=self.mdm_config.eps,
+            random_length_prob=self.mdm_config.random_length_prob if response is None else 0.0,
+            maskable=response,
+            generator=generator,
+        )
+        logits = self.model(noisy.noisy, noisy.key_padding_mask)
+        return mdm_loss(logits, tokens, noisy.masked, noisy.p_mask, noisy.lengths)
+
+    def _generator(self, *parts: int) -> torch.Generator:
+        generator = torch.Generator(device=self.device)
+        generator.manual_seed(_mix_seed(self.seed, *parts))
+        return generator
+
+    # -------------------------------------------------------------- training
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        generator = self._generator(0, self.global_step, batch_idx, self.global_rank)
+        loss = self.loss(batch, generator)
+        tokens_seen = (self.global_step + 1) * self.tokens_per_step
+        self.log("train/loss", loss, prog_bar=True)
+        self.log("train/lr", self.trainer.optimizers[0].param_groups[0]["lr"])
+        self.log("train/tokens_seen", float(tokens_seen))
+        self.log("train/flops_seen", training_flops_per_token(self.config) * tokens_seen)
+        return loss
+
+    def on_train_batch_end(self, outputs, batch, batch_idx) -> None:
+        """Throughput (tokens/s) and MFU over each logging interval of optimizer steps."""
+        step = self.global_step
+        every = max(self.trainer.log_every_n_steps, 1)
+        if step == self._last_log_step or step % every:
+            return
+        now = time.perf_counter()
+        if self._last_log_time is not None:
+            seconds = now - self._last_log_time
+            tokens_per_second = (step - self._last_log_step) * self.tokens_per_step / max(seconds, 1e-9)
+            self.log("perf/tokens_per_s", tokens_per_second)
+            if self.peak_flops_per_second:
+                seq_len = batch["input_ids"].shape[1]
+                achieved = tokens_per_second * model_flops_per_token(self.config, seq_len)
+                world = self.trainer.world_size
+                self.log("perf/mfu", achieved / (self.peak_flops_per_second * world))
+        self._last_log_time = now
+        self._last_log_step = step
+
+    def validation_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        """ARM: next-token NLL per token. MDM: the eq. 3 bound per token, with noise fixed by the
+        batch index so validation losses are comparable across steps."""
+        generator = self._generator(1, batch_idx, self.global_rank)
+        loss = self.loss(batch, generator)
+        self.log("val/loss", loss, prog_bar=True, sync_dist=True)
+        return loss
+
+    # ------------------------------------------------------------ optimizer
+    def configure_optimizers(self):
+        decay, no_decay = [], []
+        for param in self.model.parameters():
+            if param.requires_grad:
+                (decay if param.dim() >= 2 else no_decay).append(param)
+        o = self.optim_config
+        optimizer = torch.optim.AdamW(
+            [{"params": decay, "weight_decay": o.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+            lr=o.lr, betas=tuple(o.betas), eps=o.eps,
+        )
+        scheduler = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lambda step: lr_multiplier(step, self.total_steps, self.schedule_config)
+        )
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

@@ -1,0 +1,125 @@
+"""ARM and MDM training objectives as pure functions of logits, targets and masks.
+
+The randomness of the MDM forward process (which tokens are masked) is drawn by
+:func:`mdm_forward_process`, separate from the loss arithmetic (:func:`mdm_loss`), so that a fixed
+mask can be handed to the loss in a test and the same loss serves pretraining and SFT.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+
+def arm_loss(
+    logits: torch.Tensor,  # [B, L, V]
+    tokens: torch.Tensor,  # [B, L]
+    target_mask: torch.Tensor | None = None,  # bool [B, L]: which tokens are scored as targets
+) -> torch.Tensor:
+    """Next-token cross-entropy, mean over scored targets: position i predicts token i+1.
+
+    Pretraining scores every next token; SFT passes ``target_mask`` = response positions (the
+    response's EOS padding included), so prompt tokens are never scored.
+    """
+    shifted_logits = logits[:, :-1].float()
+    targets = tokens[:, 1:]
+    per_token = F.cross_entropy(shifted_logits.transpose(1, 2), targets, reduction="none")  # [B, L-1]
+    if target_mask is None:
+        return per_token.mean()
+    scored = target_mask[:, 1:].to(per_token.dtype)
+    count = scored.sum()
+    if count == 0:
+        raise ValueError("arm_loss: target_mask selects no target token")
+    return (per_token * scored).sum() / count
+
+
+def mdm_loss(
+    logits: torch.Tensor,  # [B, L, V]
+    targets: torch.Tensor,  # [B, L] clean tokens x0
+    masked: torch.Tensor,  # bool [B, L]: positions replaced by the mask token in x_t
+    p_mask: torch.Tensor,  # [B] or [B, L]: masking probability of each position
+    lengths: torch.Tensor | None = None,  # [B]: per-sequence normaliser (default L)
+) -> torch.Tensor:
+    """LLaDA eq. 3: -E[ (1/t) sum_i 1[x_t^i = M] log p(x_0^i | x_t) ] / L, as a batch mean.
+
+    Cross-entropy on masked positions only, each weighted by 1 / p_mask, summed per sequence and
+    divided by that sequence's normaliser, then averaged over the batch. With the default
+    normaliser L this is sum / (B * L) (pretraining). SFT passes the response lengths (LLaDA
+    normalises the SFT loss by the response length); sequences cut to a random length pass their
+    own length.
+    """
+    batch, length = targets.shape
+    if masked.shape != targets.shape:
+        raise ValueError(f"masked has shape {tuple(masked.shape)}, expected {tuple(targets.shape)}")
+    if p_mask.dim() == 1:
+        p_mask = p_mask[:, None].expand(batch, length)
+    per_token = F.cross_entropy(logits.float().transpose(1, 2), targets, reduction="none")  # [B, L]
+    weighted = torch.where(masked, per_token / p_mask, torch.zeros_like(per_token))
+    if lengths is None:
+        return weighted.sum() / (batch * length)
+    return (weighted.sum(dim=1) / lengths.to(weighted.dtype)).mean()
+
+
+@dataclass
+class MaskedBatch:
+    """One draw of the MDM forward process for a batch."""
+
+    noisy: torch.Tensor  # [B, L] x_t: tokens with masked positions replaced by mask_id
+    masked: torch.Tensor  # bool [B, L]
+    p_mask: torch.Tensor  # [B, L]
+    lengths: torch.Tensor  # [B] tokens that count for each sequence (the loss normaliser)
+    key_padding_mask: torch.Tensor | None  # bool [B, L], None when every position is real
+
+
+def mdm_forward_process(
+    tokens: torch.Tensor,  # [B, L]
+    mask_id: int,
+    *,
+    eps: float = 1e-3,
+    random_length_prob: float = 0.0,
+    maskable: torch.Tensor | None = None,  # bool [B, L]: positions that may be masked (SFT: response)
+    generator: torch.Generator | None = None,
+) -> MaskedBatch:
+    """Draw t ~ U(0, 1) per sequence, p_mask = (1 - eps) t + eps, and mask each maskable token
+    independently with probability p_mask (LLaDA's forward process).
+
+    With ``random_length_prob`` > 0, each sequence is, with that probability, cut to a length drawn
+    from U[1, L] (LLaDA does this for 1% of pretraining data so the model sees short inputs): the
+    positions past the cut are neither attended to nor masked, and the loss normaliser is the cut
+    length. Pretraining normalises by L; with ``maskable`` (SFT) the normaliser is the number of
+    maskable (response) tokens.
+    """
+    batch, length = tokens.shape
+    device = tokens.device
+    t = torch.rand(batch, device=device, generator=generator)
+    p_mask = ((1 - eps) * t + eps)[:, None].expand(batch, length)
+    draws = torch.rand(batch, length, device=device, generator=generator)
+    masked = draws < p_mask
+    key_padding_mask = None
+    lengths = torch.full((batch,), length, device=device, dtype=torch.long)
+    if random_length_prob > 0:
+        cut = torch.rand(batch, device=device, generator=generator) < random_length_prob
+        cut_lengths = torch.randint(1, length + 1, (batch,), device=device, generator=generator)
+        lengths = torch.where(cut, cut_lengths, lengths)
+        if bool(cut.any()):
+            key_padding_mask = torch.arange(length, device=device)[None, :] < lengths[:, None]
+            masked = masked & key_padding_mask
+    if maskable is not None:
+        masked = masked & maskable
+        lengths = maskable.sum(dim=1)
+        if bool((lengths == 0).any()):
+            raise ValueError("mdm_forward_process: a sequence has no maskable (response) token")
+    noisy = torch.where(masked, torch.full_like(tokens, mask_id), tokens)
+    return MaskedBatch(noisy, masked, p_mask, lengths, key_padding_mask)
+
+
+def sft_response_mask(prompt_lengths: torch.Tensor, length: int) -> torch.Tensor:
+    """bool [B, L]: True from each sequence's prompt length on (the response, EOS padding included).
+
+    LLaDA SFT: prompt tokens are never masked nor scored; short responses are padded with EOS,
+    which counts as part of the response.
+    """
+    positions = torch.arange(length, device=prompt_lengths.device)[None, :]
+    return positions >= prompt_lengths[:, None]

@@ -1,0 +1,75 @@
+"""Training recipe configs: optimizer, learning-rate schedule, MDM forward process.
+
+Plain dataclasses (no torch), shared by the Lightning module and the run schema in
+``studies/config.py``, which uses them as OmegaConf structured configs.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import List
+
+
+@dataclass
+class OptimConfig:
+    """AdamW (LLaDA: weight decay 0.1); norms and biases are not decayed."""
+
+    lr: float = 4e-4
+    weight_decay: float = 0.1
+    betas: List[float] = field(default_factory=lambda: [0.9, 0.95])
+    eps: float = 1e-8
+    grad_clip: float = 1.0
+
+
+@dataclass
+class ScheduleConfig:
+    """Learning-rate schedule as multiples of ``OptimConfig.lr``.
+
+    ``wsd`` is LLaDA's warmup-stable-decay: warm up linearly over ``warmup_steps``; hold the peak
+    until ``drop_at`` of training; hold ``drop_ratio`` x peak until ``decay_start``; decay linearly to
+    ``final_ratio`` x peak at the end (LLaDA 8B: 4e-4 to 1.2T tokens, 1e-4 to 2.0T, then to 1e-5 at
+    2.3T, i.e. drop_at=0.52, drop_ratio=0.25, decay_start=0.87, final_ratio=0.025).
+    ``cosine`` warms up the same way and follows a half cosine to ``final_ratio`` x peak.
+    Warmup is capped at ``max_warmup_fraction`` of training so that small budgets still train.
+    """
+
+    kind: str = "wsd"
+    warmup_steps: int = 2000
+    max_warmup_fraction: float = 0.1
+    drop_at: float = 0.52
+    drop_ratio: float = 0.25
+    decay_start: float = 0.87
+    final_ratio: float = 0.025
+
+
+@dataclass
+class MDMConfig:
+    """LLaDA's forward process: p_mask = (1 - eps) t + eps with t ~ U(0, 1); a fraction
+    ``random_length_prob`` of pretraining sequences is cut to a length drawn from U[1, L]."""
+
+    eps: float = 1e-3
+    random_length_prob: float = 0.01
+
+
+def lr_multiplier(step: int, total_steps: int, schedule: ScheduleConfig) -> float:
+    """Learning rate at optimizer ``step`` (0-based) as a multiple of the peak learning rate."""
+    warmup = min(schedule.warmup_steps, int(schedule.max_warmup_fraction * total_steps))
+    if warmup > 0 and step < warmup:
+        return (step + 1) / warmup
+    if schedule.kind == "constant":
+        return 1.0
+    progress = min(step / max(total_steps, 1), 1.0)
+    if schedule.kind == "cosine":
+        span = max(total_steps - warmup, 1)
+        cosine = 0.5 * (1 + math.cos(math.pi * min((step - warmup) / span, 1.0)))
+        return schedule.final_ratio + (1 - schedule.final_ratio) * cosine
+    if schedule.kind == "wsd":
+        if progress < schedule.drop_at:
+            return 1.0
+        if progress < schedule.decay_start:
+            return schedule.drop_ratio
+        span = max(1.0 - schedule.decay_start, 1e-12)
+        fraction = min((progress - schedule.decay_start) / span, 1.0)
+        return schedule.drop_ratio + (schedule.final_ratio - schedule.drop_ratio) * fraction
+    raise ValueError(f"unknown schedule kind {schedule.kind!r}; use wsd, cosine or constant")
