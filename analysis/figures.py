@@ -1,0 +1,403 @@
+"""Paper figures for ARM vs MDM scaling studies, drawn from the tidy results table.
+
+- ``plot_task_scaling``: LLaDA (Nie et al. 2025) Fig. 3 layout, one panel per downstream task,
+  accuracy against training FLOPs, ARM vs MDM, with fitted sigmoids and bootstrap bands.
+- ``plot_loss_vs_compute``: loss curves against FLOPs with a power law through the compute
+  frontier and the compute multiplier between objectives (SMDM, Nie et al. 2024, Fig. 1).
+- ``plot_isoflop``: loss against non-embedding parameters at fixed budgets with the minima of
+  each slice (Hoffmann et al. 2022, Fig. 3 / Approach 2).
+
+Input is the tidy table (one row per run x evaluation point x task x metric) with the columns in
+``REQUIRED_COLUMNS``; compute is C = 6ND with N the non-embedding parameter count. Figures are
+plain ``matplotlib.figure.Figure`` objects on the Agg canvas (no pyplot state, no display needed).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from matplotlib import colors as mcolors
+from matplotlib import rc_context
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from matplotlib.patches import Patch
+from matplotlib.ticker import LogLocator, PercentFormatter
+
+from analysis.bootstrap import bootstrap_fit, compute_multiplier_interval
+from analysis.fits import fit_accuracy, fit_isoflop, fit_loss_frontier
+
+REQUIRED_COLUMNS = ("run_id", "grid", "objective", "model", "non_embedding_params", "tokens",
+                    "flops", "flops_budget", "seed", "task", "metric", "value")
+# Okabe-Ito colours: distinguishable with colour-blindness and in greyscale print
+OBJECTIVE_STYLE = {
+    "arm": {"color": "#0072B2", "marker": "o", "label": "ARM"},
+    "mdm": {"color": "#D55E00", "marker": "s", "label": "MDM"},
+}
+TASK_TITLES = {"mmlu": "MMLU", "arc_c": "ARC-C", "arc_challenge": "ARC-C", "cmmlu": "CMMLU",
+               "piqa": "PIQA", "gsm8k": "GSM8K", "humaneval": "HumanEval", "validation": "Validation"}
+FLOPS_LABEL = "Training FLOPs (6ND)"
+PARAMS_LABEL = "Non-embedding parameters"
+COLUMN_WIDTH_IN, PAGE_WIDTH_IN = 3.3, 6.75
+STYLE = {
+    "font.size": 8, "axes.titlesize": 8.5, "axes.labelsize": 8, "xtick.labelsize": 7,
+    "ytick.labelsize": 7, "legend.fontsize": 7, "lines.linewidth": 1.3, "lines.markersize": 3.5,
+    "axes.spines.top": False, "axes.spines.right": False, "axes.linewidth": 0.6,
+    "grid.linewidth": 0.4, "grid.alpha": 0.5, "pdf.fonttype": 42, "savefig.dpi": 300,
+}
+
+
+# ---------------------------------------------------------------------------------------------
+# table checks and selection
+# ---------------------------------------------------------------------------------------------
+def check_table(df: pd.DataFrame) -> None:
+    """Raise a ValueError naming the problem if ``df`` is not a usable results table."""
+    if not isinstance(df, pd.DataFrame):
+        raise ValueError(f"expected a pandas DataFrame, got {type(df).__name__}")
+    missing = [c for c in REQUIRED_COLUMNS if c not in df.columns]
+    if missing:
+        raise ValueError(f"the results table lacks column(s) {missing}; expected {list(REQUIRED_COLUMNS)}")
+    if df.empty:
+        raise ValueError("the results table has no rows: there is nothing to plot")
+    unknown = sorted(set(df["objective"]) - set(OBJECTIVE_STYLE))
+    if unknown:
+        raise ValueError(f"unknown objective(s) {unknown}; expected one of {sorted(OBJECTIVE_STYLE)}")
+    for column in ("value", "flops", "non_embedding_params"):
+        bad = df[~np.isfinite(pd.to_numeric(df[column], errors="coerce"))]
+        if len(bad):
+            runs = sorted(map(str, bad["run_id"].unique()))
+            raise ValueError(
+                f"{column} is NaN/non-numeric in {len(bad)} row(s) (runs {runs[:5]}, tasks "
+                f"{sorted(map(str, bad['task'].unique()))[:5]}); drop them, e.g. "
+                f"df.dropna(subset=['{column}']), or re-evaluate those runs"
+            )
+    if (df["flops"] <= 0).any():
+        raise ValueError("flops must be > 0 for a log axis; rows before the first step have 0")
+
+
+def _select(df: pd.DataFrame, task: str, metric: str) -> pd.DataFrame:
+    rows = df[(df["task"] == task) & (df["metric"] == metric)]
+    if rows.empty:
+        have = sorted({f"{t}/{m}" for t, m in zip(df["task"], df["metric"])})
+        raise ValueError(f"no rows for task={task!r}, metric={metric!r}; the table has {have}")
+    return rows
+
+
+def _final_points(rows: pd.DataFrame) -> pd.DataFrame:
+    """The last evaluation of every run (its largest flops)."""
+    return rows.loc[rows.groupby("run_id")["flops"].idxmax()]
+
+
+def _objectives(rows: pd.DataFrame) -> list[str]:
+    return [o for o in OBJECTIVE_STYLE if (rows["objective"] == o).any()]
+
+
+def _title(task: str) -> str:
+    return TASK_TITLES.get(task, task)
+
+
+def _new_figure(width: float, height: float) -> Figure:
+    fig = Figure(figsize=(width, height), layout="constrained")
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _log_flops_axis(ax, label: bool = True) -> None:
+    ax.set_xscale("log")
+    ax.xaxis.set_major_locator(LogLocator(base=10, numticks=12))
+    if label:
+        ax.set_xlabel(FLOPS_LABEL)
+    ax.grid(True, which="major")
+
+
+def _fit_grid(x: np.ndarray) -> np.ndarray:
+    return np.logspace(np.log10(x.min()) - 0.15, np.log10(x.max()) + 0.15, 200)
+
+
+def save_figure(fig: Figure, path: str | Path) -> list[Path]:
+    """Write ``path`` as .png (300 dpi) and .pdf (vector, embedded TrueType fonts)."""
+    path = Path(path)
+    stem = path.with_suffix("") if path.suffix.lower() in (".png", ".pdf") else path
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    written = []
+    with rc_context(STYLE):
+        for suffix in (".png", ".pdf"):
+            target = stem.with_name(stem.name + suffix)
+            fig.savefig(target, bbox_inches="tight", pad_inches=0.02)
+            written.append(target)
+    return written
+
+
+def _bootstrap(fit_fn, *arrays, where: str, **kwargs):
+    try:
+        return bootstrap_fit(fit_fn, *arrays, **kwargs)
+    except ValueError as err:
+        raise ValueError(f"{where}: {err}. Pass fit=False to plot the points alone") from None
+
+
+def _draw_fit(ax, boot, x_grid, style, gid: str) -> None:
+    low, high = boot.band(x_grid)
+    ax.fill_between(x_grid, low, high, color=style["color"], alpha=0.18, linewidth=0,
+                    gid=f"band-{gid}")
+    ax.plot(x_grid, boot.fit.predict(x_grid), color=style["color"], gid=f"fit-{gid}")
+
+
+def _objective_handles(objectives, with_fit: bool) -> list[Line2D]:
+    return [Line2D([], [], color=OBJECTIVE_STYLE[o]["color"], marker=OBJECTIVE_STYLE[o]["marker"],
+                   linestyle="-" if with_fit else "none", label=OBJECTIVE_STYLE[o]["label"])
+            for o in objectives]
+
+
+# ---------------------------------------------------------------------------------------------
+# LLaDA Fig. 3: downstream accuracy against compute
+# ---------------------------------------------------------------------------------------------
+def plot_task_scaling(df: pd.DataFrame, chance: Mapping[str, float], *, tasks=None,
+                      metric: str | Mapping[str, str] = "accuracy", max_score: float = 1.0,
+                      fit: bool = True, n_resamples: int = 200, confidence: float = 0.9,
+                      seed: int = 0, resample: str = "runs", ncols: int = 3,
+                      task_loss_metric: str | None = None,
+                      out: str | Path | None = None) -> Figure:
+    """One panel per task: accuracy vs training FLOPs for ARM and MDM, sigmoid fits with bands.
+
+    ``chance`` maps task -> chance accuracy (the sigmoid's floor, drawn dotted); ``metric`` is one
+    metric name or a task -> metric mapping (e.g. pass@1 for HumanEval). Every evaluation point
+    of every run is drawn and fitted; the bootstrap resamples whole runs (``resample="runs"``) or
+    single points (``"points"``, for studies with fewer than about five runs per objective).
+    With ``task_loss_metric`` (e.g. "task_loss", logged at the same evaluations) the curves are
+    the two-step OLMo-ladder fit, loss -> accuracy, instead of a sigmoid in log-compute.
+    """
+    check_table(df)
+    if resample not in ("runs", "points"):
+        raise ValueError(f"resample must be 'runs' or 'points', got {resample!r}")
+    metric_of = metric.get if isinstance(metric, Mapping) else (lambda t: metric)
+    if tasks is None:
+        pairs = set(zip(df["task"], df["metric"]))
+        present = [t for t in dict.fromkeys(df["task"]) if (t, metric_of(t)) in pairs]
+        tasks = [t for t in chance if t in present] + [t for t in present if t not in chance]
+    if len(tasks) == 0:
+        raise ValueError("no tasks to plot: pass tasks=[...] or a chance mapping naming them")
+    missing = [t for t in tasks if t not in chance]
+    if missing:
+        raise ValueError(f"no chance level for task(s) {missing}; add them to `chance` "
+                         "(e.g. 0.25 for 4-way multiple choice, 0.0 for generation tasks)")
+    panels = {t: _select(df, t, metric_of(t)) for t in tasks}
+
+    ncols = min(ncols, len(tasks))
+    nrows = -(-len(tasks) // ncols)
+    width = PAGE_WIDTH_IN if ncols > 1 else COLUMN_WIDTH_IN
+    with rc_context(STYLE):
+        fig = _new_figure(width, 1.85 * nrows + 0.35)
+        axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
+        for ax in axes[len(tasks):]:
+            fig.delaxes(ax)
+        for i, (ax, task) in enumerate(zip(axes, tasks)):
+            rows = panels[task]
+            for objective in _objectives(rows):
+                style = OBJECTIVE_STYLE[objective]
+                pts = rows[rows["objective"] == objective].sort_values("flops")
+                x, y = pts["flops"].to_numpy(float), pts["value"].to_numpy(float)
+                ax.plot(x, y, linestyle="none", marker=style["marker"], color=style["color"],
+                        markeredgecolor="white", markeredgewidth=0.4, alpha=0.9,
+                        gid=f"points-{objective}")
+                if fit:
+                    extra = {} if task_loss_metric is None else {
+                        "task_loss": _task_loss(df, pts, task, task_loss_metric)}
+                    boot = _bootstrap(
+                        fit_accuracy, x, y, chance=float(chance[task]), max_score=max_score, **extra,
+                        n_resamples=n_resamples, confidence=confidence, seed=seed,
+                        groups=pts["run_id"].to_numpy() if resample == "runs" else None,
+                        where=f"task {task!r}, objective {objective!r}")
+                    _draw_fit(ax, boot, _fit_grid(x), style, objective)
+            ax.axhline(chance[task], color="0.45", linestyle=":", linewidth=0.9, gid="chance")
+            _log_flops_axis(ax, label=i >= len(tasks) - ncols)
+            ax.yaxis.set_major_formatter(PercentFormatter(xmax=max_score, decimals=0))
+            ax.set_title(_title(task))
+            if i % ncols == 0:
+                ax.set_ylabel("Accuracy")
+        handles = _objective_handles(_objectives(df), fit) + [
+            Line2D([], [], color="0.45", linestyle=":", label="Chance")]
+        if fit:
+            handles.append(Patch(facecolor="0.5", alpha=0.3, linewidth=0,
+                                 label=f"{confidence:.0%} bootstrap band"))
+        fig.legend(handles=handles, loc="outside upper center", ncols=len(handles), frameon=False)
+    if out is not None:
+        save_figure(fig, out)
+    return fig
+
+
+def _task_loss(df: pd.DataFrame, pts: pd.DataFrame, task: str, metric: str) -> np.ndarray:
+    """The task loss logged at the same (run, evaluation) as each accuracy point."""
+    losses = _select(df, task, metric).set_index(["run_id", "flops"])["value"]
+    if losses.index.duplicated().any():
+        raise ValueError(f"task {task!r}: {metric!r} has several rows for one run and evaluation; "
+                         "keep one value per (run_id, flops)")
+    keys = pd.MultiIndex.from_arrays([pts["run_id"], pts["flops"]])
+    matched = losses.reindex(keys)
+    if matched.isna().any():
+        runs = sorted(map(str, pts.loc[matched.isna().to_numpy(), "run_id"].unique()))
+        raise ValueError(f"task {task!r}: {metric!r} is missing at {int(matched.isna().sum())} "
+                         f"accuracy point(s) (runs {runs[:5]}); log it at every evaluation")
+    return matched.to_numpy(float)
+
+
+# ---------------------------------------------------------------------------------------------
+# loss against compute, with the compute multiplier
+# ---------------------------------------------------------------------------------------------
+def plot_loss_vs_compute(df: pd.DataFrame, *, task: str = "validation", metric: str = "loss",
+                         fit: bool = True, n_resamples: int = 200, confidence: float = 0.9,
+                         seed: int = 0, multiplier_level: float | None = None,
+                         out: str | Path | None = None) -> Figure:
+    """Loss curves of every run against FLOPs; a power law through each objective's frontier.
+
+    Thin lines are runs (all their evaluation points), markers their final evaluations. With
+    both objectives fitted the panel states the compute multiplier C_MDM / C_ARM at
+    ``multiplier_level`` (default: ARM's fitted loss at its largest budget) with its interval.
+    """
+    check_table(df)
+    rows = _select(df, task, metric)
+    with rc_context(STYLE):
+        fig = _new_figure(COLUMN_WIDTH_IN, 2.6)
+        ax = fig.subplots()
+        boots = {}
+        for objective in _objectives(rows):
+            style = OBJECTIVE_STYLE[objective]
+            pts = rows[rows["objective"] == objective]
+            for _, run in pts.sort_values("flops").groupby("run_id", sort=True):
+                ax.plot(run["flops"], run["value"], color=style["color"], alpha=0.35,
+                        linewidth=0.7, gid=f"run-{objective}")
+            final = _final_points(pts)
+            ax.plot(final["flops"], final["value"], linestyle="none", marker=style["marker"],
+                    color=style["color"], markeredgecolor="white", markeredgewidth=0.4,
+                    gid=f"points-{objective}")
+            if fit:
+                boots[objective] = _bootstrap(
+                    fit_loss_frontier, final["flops"].to_numpy(float),
+                    final["non_embedding_params"].to_numpy(float), final["value"].to_numpy(float),
+                    budget=final["flops_budget"].to_numpy(float),
+                    n_resamples=n_resamples, confidence=confidence, seed=seed,
+                    where=f"{task}/{metric}, objective {objective!r}")
+                _draw_fit(ax, boots[objective], _fit_grid(final["flops"].to_numpy(float)), style,
+                          objective)
+        if {"arm", "mdm"} <= set(boots):
+            _annotate_multiplier(ax, boots, rows, multiplier_level)
+        _log_flops_axis(ax)
+        ax.set_ylabel(_loss_label(task, metric))
+        ax.legend(handles=_objective_handles(_objectives(rows), fit), frameon=False, loc="upper right")
+    if out is not None:
+        save_figure(fig, out)
+    return fig
+
+
+def _loss_label(task: str, metric: str) -> str:
+    return f"{_title(task)} {metric}" + (" (nats/token)" if metric == "loss" else "")
+
+
+def _annotate_multiplier(ax, boots, rows, level) -> None:
+    if level is None:
+        arm_flops = rows.loc[rows["objective"] == "arm", "flops"].max()
+        level = float(boots["arm"].fit.predict(arm_flops))
+    try:
+        estimate, (low, high) = compute_multiplier_interval(boots["mdm"], boots["arm"], level)
+    except ValueError:
+        return  # the level is beyond one fit's irreducible loss: no multiplier to state
+    high_text = "\u221e" if not np.isfinite(high) else f"{high:.3g}"
+    confidence = boots["arm"].confidence
+    ax.axhline(level, color="0.6", linewidth=0.6, linestyle="--", gid="multiplier-level")
+    ax.text(0.97, 0.8, f"MDM needs {estimate:.3g}\u00d7 the compute\nof ARM to reach loss "
+            f"{level:.3g}\n({confidence:.0%} CI {low:.3g}\u2013{high_text})",
+            transform=ax.transAxes, fontsize=6.5, ha="right", va="top", linespacing=1.3,
+            gid="multiplier")
+
+
+# ---------------------------------------------------------------------------------------------
+# IsoFLOP slices
+# ---------------------------------------------------------------------------------------------
+def _budget_shades(color: str, n: int) -> list:
+    """n shades of an objective's colour, light (small budget) to dark (large budget)."""
+    base = np.array(mcolors.to_rgb(color))
+    mix = np.linspace(0.55, 0.0, n) if n > 1 else np.zeros(1)
+    dark = np.linspace(1.0, 0.6, n) if n > 1 else np.ones(1)
+    return [tuple(np.clip((1 - m) * base * d + m * 1.0, 0, 1)) for m, d in zip(mix, dark)]
+
+
+def _format_flops(c: float) -> str:
+    exponent = int(np.floor(np.log10(c)))
+    mantissa = c / 10**exponent
+    if np.isclose(mantissa, 1.0):
+        return rf"$10^{{{exponent}}}$"
+    return rf"${mantissa:.2g}\times10^{{{exponent}}}$"
+
+
+def isoflop_minima(df: pd.DataFrame, *, task: str = "validation",
+                   metric: str = "loss") -> pd.DataFrame:
+    """Per objective and budget, the loss-minimising size: the vertex of a parabola in log N
+    (Hoffmann et al. Approach 2) where the slice has 3+ sizes and is convex, else the best run."""
+    check_table(df)
+    final = _final_points(_select(df, task, metric))
+    records = []
+    for (objective, budget), sl in final.groupby(["objective", "flops_budget"], sort=True):
+        n, y = sl["non_embedding_params"].to_numpy(float), sl["value"].to_numpy(float)
+        try:
+            parabola = fit_isoflop(n, y)
+            record = (parabola.optimal_params, parabola.optimal_loss, "parabola")
+        except ValueError:
+            record = (float(n[np.argmin(y)]), float(y.min()), "best run")
+        records.append({"objective": objective, "flops_budget": float(budget),
+                        "optimal_params": record[0], "optimal_loss": record[1],
+                        "method": record[2], "n_sizes": int(np.unique(n).size)})
+    return pd.DataFrame.from_records(records)
+
+
+def plot_isoflop(df: pd.DataFrame, *, task: str = "validation", metric: str = "loss",
+                 out: str | Path | None = None) -> Figure:
+    """Loss vs non-embedding parameters, one curve per budget and one panel per objective.
+
+    Each run's final evaluation is a point; slices with 3+ sizes get their parabola in log N, and
+    every slice's minimum (``isoflop_minima``) is marked with a star.
+    """
+    check_table(df)
+    final = _final_points(_select(df, task, metric))
+    if final.groupby(["objective", "flops_budget"])["non_embedding_params"].nunique().max() < 2:
+        raise ValueError("no IsoFLOP slice to draw: every budget has a single model size; "
+                         "IsoFLOP curves need several sizes trained at the same budget")
+    minima = isoflop_minima(df, task=task, metric=metric)
+    objectives = _objectives(final)
+    budgets = np.sort(final["flops_budget"].unique())
+    with rc_context(STYLE):
+        fig = _new_figure(min(COLUMN_WIDTH_IN * len(objectives), PAGE_WIDTH_IN), 2.5)
+        axes = np.atleast_1d(fig.subplots(1, len(objectives), sharey=True))
+        for ax, objective in zip(axes, objectives):
+            style = OBJECTIVE_STYLE[objective]
+            shades = dict(zip(budgets, _budget_shades(style["color"], budgets.size)))
+            pts = final[final["objective"] == objective]
+            for budget, sl in pts.groupby("flops_budget", sort=True):
+                n, y = sl["non_embedding_params"].to_numpy(float), sl["value"].to_numpy(float)
+                ax.plot(n, y, linestyle="none", marker=style["marker"], color=shades[budget],
+                        markeredgecolor="white", markeredgewidth=0.4, gid=f"points-{objective}")
+                right = np.argmax(n)  # label each slice at its right end (direct labelling)
+                ax.annotate(_format_flops(budget), (n[right], y[right]), xytext=(4, 0),
+                            textcoords="offset points", va="center", fontsize=6.5,
+                            color=shades[budget], gid=f"budget-{objective}")
+                best = minima[(minima["objective"] == objective) & (minima["flops_budget"] == budget)].iloc[0]
+                if best["method"] == "parabola":
+                    grid = np.logspace(np.log10(n.min()) - 0.05, np.log10(n.max()) + 0.05, 100)
+                    ax.plot(grid, fit_isoflop(n, y).predict(grid), color=shades[budget],
+                            linewidth=1.0, gid=f"fit-{objective}")
+                ax.plot(best["optimal_params"], best["optimal_loss"], marker="*", markersize=7,
+                        color=shades[budget], markeredgecolor="black", markeredgewidth=0.5,
+                        linestyle="none", gid=f"minimum-{objective}")
+            ax.set_xscale("log")
+            ax.set_xlabel(PARAMS_LABEL)
+            ax.grid(True, which="major")
+            ax.set_title(style["label"])
+            ax.margins(x=0.15)
+        axes[-1].text(0.02, 0.03, f"curves labelled by {FLOPS_LABEL[0].lower()}{FLOPS_LABEL[1:]}",
+                      transform=axes[-1].transAxes, ha="left", va="bottom", fontsize=6.5,
+                      color="0.35", style="italic")
+        axes[0].set_ylabel(_loss_label(task, metric))
+    if out is not None:
+        save_figure(fig, out)
+    return fig

@@ -1,0 +1,123 @@
+"""The typed schema of one run: what `studies/run.py` executes and what the sweep planner resolves.
+
+Every section is a dataclass used as an OmegaConf structured config, so a YAML key or a dotlist
+override that does not exist in the schema is an error, not a silent default. The planner fills
+``budget`` (tokens, steps, FLOPs); everything else comes from the grid's study config.
+
+This module imports no torch: the launcher's dry run builds and hashes these configs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, List, Optional
+
+from models.config import ModelConfig, preset
+from models.recipe import MDMConfig, OptimConfig, ScheduleConfig
+from studies.data.config import DataConfig
+
+OBJECTIVES = ("arm", "mdm")
+
+
+@dataclass
+class TrainerConfig:
+    seq_len: int = 4096
+    global_batch_size: int = 1280  # sequences per optimizer step, over all devices
+    micro_batch_size: int = 4  # sequences per device per forward pass
+    precision: str = "bf16-mixed"
+    accelerator: str = "auto"
+    devices: int = 1
+    num_nodes: int = 1
+    strategy: str = "auto"
+    log_every_n_steps: int = 10
+    val_every_n_steps: int = 500
+    val_batches: int = 20
+    checkpoint_every_n_steps: int = 500
+    num_workers: int = 2
+    progress_bar: bool = True
+    compile: bool = False
+
+
+@dataclass
+class BudgetConfig:
+    """Compute accounting of the run (C = 6 N D, N = non-embedding parameters), set by the planner."""
+
+    flops_budget: float = 0.0
+    flops: float = 0.0  # realised 6 N D after rounding to whole optimizer steps
+    tokens: int = 0
+    steps: int = 0
+    non_embedding_params: int = 0
+
+
+@dataclass
+class EvalConfig:
+    """Downstream evaluation: which suite, at which fractions of the run, and with what settings."""
+
+    suite: str = "none"
+    at_fractions: List[float] = field(default_factory=lambda: [1.0])
+    limit: Optional[int] = None  # items per task (None: all)
+    mc_samples: int = 128
+    cfg_scale: float = 0.0
+    settings: Any = field(default_factory=dict)
+
+
+@dataclass
+class TrackingConfig:
+    """Where MLflow runs go; ``uri=None`` means MLFLOW_TRACKING_URI or the embedded SQLite store."""
+
+    uri: Optional[str] = None
+    experiment: Optional[str] = None
+    artifact_location: Optional[str] = None
+    enabled: bool = True
+
+
+@dataclass
+class RunConfig:
+    grid: str = "adhoc"
+    name: str = "run"
+    objective: str = "arm"
+    seed: int = 0
+    out_dir: str = "runs/adhoc/run"
+    model: ModelConfig = field(default_factory=lambda: preset("tiny"))
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    mdm: MDMConfig = field(default_factory=MDMConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    budget: BudgetConfig = field(default_factory=BudgetConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+
+
+def check_run_config(cfg: RunConfig) -> None:
+    """Consistency checks that the schema's types cannot express; each error names the fix."""
+    if cfg.objective not in OBJECTIVES:
+        raise ValueError(f"objective must be one of {OBJECTIVES}, got {cfg.objective!r}")
+    wants_causal = cfg.objective == "arm"
+    if cfg.model.causal != wants_causal:
+        raise ValueError(
+            f"objective {cfg.objective!r} needs model.causal={wants_causal} "
+            f"(ARM: causal attention, MDM: bidirectional), got model.causal={cfg.model.causal}"
+        )
+    t = cfg.trainer
+    per_step = t.micro_batch_size * t.devices * t.num_nodes
+    if t.global_batch_size % per_step:
+        raise ValueError(
+            f"trainer.global_batch_size={t.global_batch_size} is not a multiple of "
+            f"micro_batch_size x devices x num_nodes = {per_step}"
+        )
+    if t.seq_len > cfg.model.max_seq_len:
+        raise ValueError(
+            f"trainer.seq_len={t.seq_len} exceeds model.max_seq_len={cfg.model.max_seq_len}"
+        )
+    if cfg.budget.steps < 1:
+        raise ValueError("budget.steps must be at least 1 (the planner sets it from the FLOP budget)")
+    s = cfg.schedule
+    if s.kind not in ("wsd", "cosine", "constant"):
+        raise ValueError(f"schedule.kind must be wsd, cosine or constant, got {s.kind!r}")
+    if s.kind == "wsd" and not 0 <= s.drop_at <= s.decay_start <= 1:
+        raise ValueError("schedule needs 0 <= drop_at <= decay_start <= 1")
+
+
+def accumulate_grad_batches(trainer: TrainerConfig) -> int:
+    return trainer.global_batch_size // (trainer.micro_batch_size * trainer.devices * trainer.num_nodes)

@@ -1,0 +1,92 @@
+"""Command line: ``python -m studies.data prepare|stats CONFIG [key=value ...]``.
+
+CONFIG is a YAML file in the ``DataConfig`` schema (``-`` for the defaults: the toy world);
+``key=value`` arguments are OmegaConf dotlist overrides, e.g. ``tokenizer.vocab_size=1024``.
+
+Examples::
+
+    python -m studies.data prepare -                        # the default toy world
+    python -m studies.data stats - toyworld.num_people=800 --seq-len 128 --tokens 3e6
+    python -m studies.data prepare web.yaml                 # with web.yaml:
+        source: hub
+        name: HuggingFaceFW/fineweb-edu
+        subset: sample-10BT
+        max_tokens: 2000000000
+        tokenizer: {vocab_size: 32768}
+        num_proc: 16
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+
+def load_config(path: str, overrides):
+    from omegaconf import OmegaConf
+
+    from .config import DataConfig, to_config
+
+    base = OmegaConf.structured(DataConfig)
+    layers = [base]
+    if path != "-":
+        layers.append(OmegaConf.load(path))
+    layers.append(OmegaConf.from_dotlist(list(overrides)))
+    return to_config(OmegaConf.merge(*layers))
+
+
+def stats_lines(meta, seq_len=None, tokens=None):
+    """Human-readable summary of a prepared dataset's metadata."""
+    train, val = meta["splits"]["train"], meta["splits"]["validation"]
+    lines = [
+        f"source      {meta['source']} {meta.get('name') or meta.get('files') or ''}".rstrip(),
+        f"documents   train {train['documents']:,}  validation {val['documents']:,}",
+        f"tokens      train {train['tokens']:,}  validation {val['tokens']:,}  ({meta['dtype']}, "
+        f"{len(train['shards'])} train shards)",
+        f"vocabulary  {meta['vocab_size']:,}  special ids {meta['special_ids']}",
+    ]
+    if seq_len:
+        lines.append(f"sequences   {train['tokens'] // seq_len:,} of {seq_len} tokens per epoch")
+    if tokens:
+        lines.append(f"epochs      {tokens / train['tokens']:.2f} for a budget of {tokens:,} tokens")
+    else:
+        lines.append(f"epochs      1 epoch = {train['tokens']:,} tokens; a budget of B tokens repeats the data B/{train['tokens']:,} times")
+    for name, task in sorted(meta.get("tasks", {}).items()):
+        lines.append(f"task        {name}: {task['items']} {task['type']} items ({task['file']})")
+    return lines
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m studies.data", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name, help_text in (("prepare", "build (or reuse) the token shards of CONFIG"),
+                            ("stats", "print documents, tokens, vocabulary and epochs of CONFIG")):
+        p = sub.add_parser(name, help=help_text)
+        p.add_argument("config", help="YAML file in the DataConfig schema, or - for the defaults")
+        p.add_argument("overrides", nargs="*", help="OmegaConf dotlist overrides, key=value")
+        if name == "stats":
+            p.add_argument("--seq-len", type=int, default=None, help="count sequences of this length")
+            p.add_argument("--tokens", type=float, default=None, help="token budget to express in epochs")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+
+    from .prepare import dataset_dir, load_metadata, prepare_dataset
+
+    cfg = load_config(args.config, args.overrides)
+    if args.command == "prepare":
+        print(prepare_dataset(cfg))
+        return 0
+    folder = dataset_dir(cfg)
+    if not folder.exists():
+        print(f"{folder} is not prepared yet; preparing it now", file=sys.stderr)
+        folder = prepare_dataset(cfg)
+    print(f"dataset     {folder}")
+    for line in stats_lines(load_metadata(folder), args.seq_len, int(args.tokens) if args.tokens else None):
+        print(line)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,225 @@
+"""Train (and evaluate) one run from a resolved config: the single entry point every job executes.
+
+    python -m studies.run runs/GRID/KEY/config.yaml [dotlist overrides]
+
+A run lives in its ``out_dir``: the resolved ``config.yaml``, ``checkpoints/`` (``last.ckpt`` while
+training, ``final.ckpt`` at the end), training logs, and ``result.json``, written last, which marks
+the run finished. Re-running a finished run does nothing; re-running an interrupted one resumes
+from ``last.ckpt`` (model, optimizer, schedule, step and data position), so a requeued job continues
+exactly where it stopped.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+import time
+from pathlib import Path
+
+from omegaconf import OmegaConf
+
+from studies.config import RunConfig, accumulate_grad_batches, check_run_config
+
+RESULT_FILE = "result.json"
+CONFIG_FILE = "config.yaml"
+
+
+def load_run_config(path: str | Path, overrides: list[str] | None = None) -> RunConfig:
+    """Read a run config YAML over the typed schema; unknown keys are errors."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"run config {path} does not exist")
+    schema = OmegaConf.structured(RunConfig)
+    merged = OmegaConf.merge(schema, OmegaConf.load(path), OmegaConf.from_dotlist(overrides or []))
+    return OmegaConf.to_object(merged)
+
+
+def config_yaml(cfg: RunConfig) -> str:
+    return OmegaConf.to_yaml(OmegaConf.structured(cfg), sort_keys=True)
+
+
+def _claim_out_dir(cfg: RunConfig) -> Path:
+    """Create the run folder and write its config; refuse a folder that holds a different run."""
+    out = Path(cfg.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    text = config_yaml(cfg)
+    existing = out / CONFIG_FILE
+    if existing.exists() and existing.read_text() != text:
+        raise FileExistsError(
+            f"{out} already holds a run with a different config ({existing}); "
+            "use another out_dir or delete that run deliberately"
+        )
+    if not existing.exists():
+        tmp = out / (CONFIG_FILE + ".tmp")
+        tmp.write_text(text)
+        tmp.replace(existing)
+    return out
+
+
+def run(cfg: RunConfig, callbacks: list | None = None) -> dict:
+    """Train one run to its step budget and return its result (also written to result.json).
+
+    ``callbacks`` are extra Lightning callbacks (instrumentation, custom evaluation)."""
+    check_run_config(cfg)
+    out = _claim_out_dir(cfg)
+    result_path = out / RESULT_FILE
+    if result_path.exists():
+        print(f"[studies.run] {cfg.name}: already finished ({result_path})", flush=True)
+        return json.loads(result_path.read_text())
+
+    import lightning as L
+    from lightning.pytorch.callbacks import ModelCheckpoint
+    from lightning.pytorch.loggers import CSVLogger
+
+    from models.lightning import LanguageModel
+    from studies.callbacks import DataEpochs
+    from studies.data.loader import TokenDataModule
+    from studies.data.prepare import load_metadata, prepare_dataset
+
+    started = time.time()
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
+    data_dir = prepare_dataset(cfg.data)
+    metadata = load_metadata(data_dir)
+    # The vocabulary comes from the tokenizer; non-embedding parameters (and so C = 6ND) do not
+    # depend on it.
+    model_config = dataclasses.replace(cfg.model, vocab_size=int(metadata["vocab_size"]))
+    t = cfg.trainer
+    module = LanguageModel(
+        dataclasses.asdict(model_config),
+        cfg.objective,
+        total_steps=cfg.budget.steps,
+        tokens_per_step=t.global_batch_size * t.seq_len,
+        mask_id=int(metadata["special_ids"]["mask"]),
+        optim=dataclasses.asdict(cfg.optim),
+        schedule=dataclasses.asdict(cfg.schedule),
+        mdm=dataclasses.asdict(cfg.mdm),
+        seed=cfg.seed,
+    )
+    datamodule = TokenDataModule(
+        data_dir,
+        seq_len=t.seq_len,
+        micro_batch_size=t.micro_batch_size,
+        seed=cfg.seed,
+        allow_repeat=cfg.data.allow_repeat,
+        num_workers=t.num_workers,
+        val_sequences=t.val_batches * t.micro_batch_size,
+    )
+    checkpoints = out / "checkpoints"
+    evaluation = None
+    if cfg.eval.suite != "none":
+        from studies.tasks.callback import DownstreamEval
+
+        evaluation = DownstreamEval.from_config(cfg.eval, data_dir=data_dir, total_steps=cfg.budget.steps,
+                                                results_dir=out / "eval")
+    tracker = _tracker(cfg, out)
+    loggers = [CSVLogger(out, name="logs")]  # a new version_N per attempt: a restart never overwrites
+    if tracker is not None:
+        from studies.tracking_logger import TrackerLogger
+
+        loggers.append(TrackerLogger(tracker))
+    accumulate = accumulate_grad_batches(t)
+    trainer = L.Trainer(
+        max_steps=cfg.budget.steps,
+        accelerator=t.accelerator,
+        devices=t.devices,
+        num_nodes=t.num_nodes,
+        strategy=t.strategy,
+        precision=t.precision,
+        accumulate_grad_batches=accumulate,
+        gradient_clip_val=cfg.optim.grad_clip or None,
+        log_every_n_steps=t.log_every_n_steps,
+        val_check_interval=min(t.val_every_n_steps, cfg.budget.steps) * accumulate,
+        check_val_every_n_epoch=None,
+        limit_val_batches=t.val_batches,
+        num_sanity_val_steps=0,
+        enable_progress_bar=t.progress_bar,
+        enable_model_summary=False,
+        logger=loggers,
+        callbacks=[
+            *(callbacks or []),
+            DataEpochs(),
+            *([evaluation] if evaluation is not None else []),
+            ModelCheckpoint(
+                dirpath=checkpoints,
+                filename="step{step}",
+                save_last=True,
+                save_top_k=0,
+                every_n_train_steps=t.checkpoint_every_n_steps,
+            )
+        ],
+        default_root_dir=out,
+    )
+    last = checkpoints / "last.ckpt"
+    try:
+        trainer.fit(module, datamodule=datamodule, ckpt_path=str(last) if last.exists() else None)
+        final = checkpoints / "final.ckpt"
+        trainer.save_checkpoint(final)
+        train_metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
+        validation = trainer.validate(module, datamodule=datamodule, verbose=False)
+    except BaseException:
+        if tracker is not None and trainer.global_rank == 0:
+            tracker.finish("FAILED")
+        raise
+    result = {
+        "name": cfg.name,
+        "grid": cfg.grid,
+        "objective": cfg.objective,
+        "model": cfg.model.name,
+        "seed": cfg.seed,
+        "steps": trainer.global_step,
+        "tokens": trainer.global_step * t.global_batch_size * t.seq_len,
+        "flops": 6.0 * cfg.model.non_embedding_params * trainer.global_step * t.global_batch_size * t.seq_len,
+        "flops_budget": cfg.budget.flops_budget,
+        "non_embedding_params": cfg.model.non_embedding_params,
+        "train_loss": train_metrics.get("train/loss"),
+        "val_loss": validation[0].get("val/loss") if validation else None,
+        "checkpoint": str(final),
+        "eval": evaluation.results if evaluation is not None else [],
+        "wall_seconds": time.time() - started,
+    }
+    if trainer.global_rank == 0:
+        tmp = out / (RESULT_FILE + ".tmp")
+        tmp.write_text(json.dumps(result, indent=2))
+        tmp.replace(result_path)
+        if last.exists():
+            last.unlink()  # the final checkpoint supersedes it
+        if tracker is not None:
+            tracker.log_metrics({"final/val_loss": result["val_loss"] or float("nan"),
+                                 "final/flops": result["flops"]}, result["steps"])
+            tracker.log_artifact(out / CONFIG_FILE)
+            tracker.log_artifact(result_path)
+            tracker.log_artifact(Path(data_dir) / "metadata.json", "data")
+            if (out / "eval").is_dir():
+                tracker.log_artifact(out / "eval")
+            tracker.finish("FINISHED")
+    return result
+
+
+def _tracker(cfg: RunConfig, out: Path):
+    """The run's MLflow tracker, or None when tracking is disabled."""
+    if not cfg.tracking.enabled:
+        return None
+    from studies.tracking import RunTracker, read_tracking_file, resolve_tracking_uri
+
+    runs_root = out.resolve().parent.parent  # out_dir = <runs root>/<grid>/<run key>
+    uri = resolve_tracking_uri(cfg.tracking.uri, runs_root)
+    run_key = read_tracking_file(out).get("run_key") or out.name
+    config = OmegaConf.to_container(OmegaConf.structured(cfg), resolve=True)
+    return RunTracker(out, uri, cfg.grid, config, run_key, experiment=cfg.tracking.experiment,
+                      artifact_location=cfg.tracking.artifact_location)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(__doc__)
+        return 0 if argv else 2
+    cfg = load_run_config(argv[0], argv[1:])
+    result = run(cfg)
+    print(json.dumps(result), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,115 @@
+"""Downstream evaluation during training, at fixed fractions of the run's compute.
+
+The x-axis of the scaling study is training compute C = 6 N D (N non-embedding parameters, D tokens
+seen; LLaDA Sec. 3.1), so every evaluation point is logged with the FLOPs and tokens seen at that
+optimizer step: ``eval/{task}/{metric}``, ``eval/{task}/n``, ``eval/flops_seen``,
+``eval/tokens_seen``. Points sit at ``round(fraction * total_steps)`` optimizer steps; fraction 0
+scores the untrained model before the first step. Results are kept in the callback (and in its
+checkpoint state, so a resumed run neither repeats nor loses points) for the run's result.json, and
+optionally written to ``results_dir/eval_step{N}.json`` as they happen.
+
+Under DDP every rank runs the evaluation on its shard of the items (``evaluate_suite``); the
+torchmetrics reduction makes the numbers identical on all ranks, and only rank 0 writes files.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any, Dict, List, Mapping, Optional, Sequence
+
+import lightning as L
+
+from models.config import training_flops_per_token
+from studies.tasks.adapter import EvalSettings, ModelAdapter, load_tokenizer
+
+
+def eval_steps(at_fractions: Sequence[float], total_steps: int) -> List[int]:
+    """The optimizer steps of the evaluation points (sorted, unique)."""
+    if total_steps < 1:
+        raise ValueError(f"total_steps must be at least 1, got {total_steps}")
+    bad = [f for f in at_fractions if not 0.0 <= float(f) <= 1.0]
+    if bad:
+        raise ValueError(f"eval.at_fractions must lie in [0, 1] (fractions of the step budget), got {bad}")
+    return sorted({int(round(float(f) * total_steps)) for f in at_fractions})
+
+
+class DownstreamEval(L.Callback):
+    """Evaluate ``suite`` at the optimizer steps ``steps`` and log scores against FLOPs seen."""
+
+    def __init__(self, suite: str, steps: Sequence[int], *, tokenizer, special_ids: Mapping[str, int],
+                 tasks_dir=None, limit: Optional[int] = None, mc_samples: int = 128, cfg_scale: float = 0.0,
+                 settings: Optional[EvalSettings] = None, results_dir=None):
+        self.suite = suite
+        self.steps = sorted(set(int(s) for s in steps))
+        self.tokenizer, self.special_ids = tokenizer, dict(special_ids)
+        self.tasks_dir = tasks_dir
+        self.limit, self.mc_samples, self.cfg_scale = limit, mc_samples, cfg_scale
+        self.settings = settings or EvalSettings()
+        self.results_dir = Path(results_dir) if results_dir is not None else None
+        self.results: List[Dict[str, Any]] = []
+
+    @classmethod
+    def from_config(cls, eval_cfg, *, data_dir, total_steps: int, results_dir=None) -> "DownstreamEval":
+        """From a run's ``EvalConfig`` and its prepared data folder (tokenizer, special ids, tasks)."""
+        from studies.data.prepare import load_metadata
+
+        data_dir = Path(data_dir)
+        metadata = load_metadata(data_dir)
+        return cls(
+            eval_cfg.suite, eval_steps(eval_cfg.at_fractions, total_steps),
+            tokenizer=load_tokenizer(data_dir / "tokenizer.json"), special_ids=metadata["special_ids"],
+            tasks_dir=data_dir / "tasks", limit=eval_cfg.limit, mc_samples=eval_cfg.mc_samples,
+            cfg_scale=eval_cfg.cfg_scale, settings=EvalSettings.parse(eval_cfg.settings), results_dir=results_dir,
+        )
+
+    # ------------------------------------------------------------------ hooks
+    def on_train_start(self, trainer, pl_module) -> None:
+        if 0 in self.steps:
+            self._maybe_evaluate(trainer, pl_module, 0)
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        self._maybe_evaluate(trainer, pl_module, trainer.global_step)
+
+    def _maybe_evaluate(self, trainer, pl_module, step: int) -> None:
+        if step not in self.steps or any(r["step"] == step for r in self.results):
+            return
+        self.results.append(self.evaluate(trainer, pl_module, step))
+
+    def evaluate(self, trainer, pl_module, step: int) -> Dict[str, Any]:
+        from studies.evaluate import evaluate_suite
+
+        started = time.time()
+        adapter = ModelAdapter.from_module(pl_module, self.tokenizer, special_ids=self.special_ids,
+                                           mc_samples=self.mc_samples, cfg_scale=self.cfg_scale,
+                                           settings=self.settings)
+        tasks = evaluate_suite(adapter, self.suite, limit=self.limit, tasks_dir=self.tasks_dir, settings=self.settings)
+        tokens = step * int(pl_module.tokens_per_step)
+        flops = training_flops_per_token(pl_module.config) * tokens
+        point = {"step": step, "fraction": step / max(1, int(getattr(pl_module, "total_steps", 0) or 1)),
+                 "tokens": tokens, "flops": flops, "seconds": time.time() - started, "tasks": tasks}
+        metrics = {"eval/flops_seen": flops, "eval/tokens_seen": float(tokens), "eval/seconds": point["seconds"]}
+        for task, result in tasks.items():
+            metrics[f"eval/{task}/n"] = float(result["n"])
+            for name, value in result["metrics"].items():
+                metrics[f"eval/{task}/{name}"] = value
+        for logger in trainer.loggers:
+            logger.log_metrics(metrics, step=step)
+        if self.results_dir is not None and trainer.global_rank == 0:
+            self.results_dir.mkdir(parents=True, exist_ok=True)
+            path = self.results_dir / f"eval_step{step}.json"
+            tmp = path.with_suffix(".json.tmp")
+            tmp.write_text(json.dumps(point, indent=2))
+            tmp.replace(path)
+        return point
+
+    # ------------------------------------------------------------------ checkpoint state
+    def state_dict(self) -> Dict[str, Any]:
+        return {"results": self.results}
+
+    def load_state_dict(self, state_dict: Dict[str, Any]) -> None:
+        self.results = list(state_dict.get("results", []))
+
+
+__all__ = ["DownstreamEval", "eval_steps"]

@@ -1,0 +1,203 @@
+"""The typed schema of a named grid and how a grid YAML plus command-line overrides is loaded.
+
+A grid is objectives x models x budgets (x seeds) plus the study config every run shares (data,
+recipe, evaluation suite, cluster profile). The study sections are the sections of
+``studies.config.RunConfig``, so a key that a run does not know is an error here, at planning time,
+not a silently ignored typo in a job three days later. Command-line overrides are OmegaConf dotlists
+over the same schema (``trainer.precision=bf16-mixed``, ``budgets=[1e20,1e21]``).
+
+``models`` entries are either a preset name (the same architecture for every objective) or a mapping
+that names a preset per objective, for presets that encode the objective::
+
+    models:
+      - cpu-1m                          # ARM and MDM both use cpu-1m
+      - {arm: arm-1b, mdm: llada-1b}    # LLaDA Table 5: one architecture, two names
+      - {preset: cpu-2m, label: cpu-2m-deep, overrides: {n_layers: 8}}
+
+An entry that names a preset for only one objective runs only that objective.
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+from omegaconf import MISSING, DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from studies.config import (
+    OBJECTIVES,
+    EvalConfig,
+    MDMConfig,
+    OptimConfig,
+    ScheduleConfig,
+    TrackingConfig,
+    TrainerConfig,
+)
+from studies.data.config import DataConfig
+
+GRIDS_DIR = Path(__file__).resolve().parent / "grids"
+
+
+@dataclass
+class ModelEntry:
+    """One model of a grid: a preset for every objective, or one per objective, plus field overrides."""
+
+    preset: Optional[str] = None
+    arm: Optional[str] = None
+    mdm: Optional[str] = None
+    label: Optional[str] = None  # display name (and ModelConfig.name) when overrides change the preset
+    overrides: Dict[str, Any] = field(default_factory=dict)
+
+    def preset_for(self, objective: str) -> Optional[str]:
+        return getattr(self, objective) or self.preset
+
+
+@dataclass
+class GridConfig:
+    description: str = ""
+    objectives: List[str] = field(default_factory=lambda: list(OBJECTIVES))
+    models: List[Any] = MISSING
+    budgets: List[float] = MISSING  # FLOPs, C = 6 N D
+    seeds: List[int] = field(default_factory=lambda: [0])
+    cluster_profile: str = "local"  # slurm/clusters/<name>.yaml
+    runs_dir: str = "runs"
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    mdm: MDMConfig = field(default_factory=MDMConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+
+
+# Sections copied verbatim into every run's RunConfig.
+STUDY_SECTIONS = ("data", "optim", "schedule", "mdm", "trainer", "eval", "tracking")
+
+
+def known_grids(grids_dir: Path = GRIDS_DIR) -> list[str]:
+    return sorted(p.stem for p in Path(grids_dir).glob("*.yaml"))
+
+
+def grid_path(name: str, grids_dir: Path = GRIDS_DIR) -> Path:
+    """``name`` is a grid under sweeps/grids/ or a path to a grid YAML file."""
+    candidate = Path(name)
+    if candidate.suffix in (".yaml", ".yml") and candidate.is_file():
+        return candidate
+    path = Path(grids_dir) / f"{name}.yaml"
+    if not path.is_file():
+        known = known_grids(grids_dir)
+        close = difflib.get_close_matches(name, known, n=2)
+        hint = f" Did you mean {' or '.join(close)}?" if close else ""
+        raise ValueError(f"unknown grid {name!r}.{hint} Known grids: {', '.join(known) or '(none)'}")
+    return path
+
+
+def grid_name(name: str) -> str:
+    return Path(name).stem if Path(name).suffix in (".yaml", ".yml") else name
+
+
+def _describe_override_error(item: str, base: DictConfig, exc: Exception) -> str:
+    key = item.split("=", 1)[0].lstrip("+~")
+    parts = key.split(".")
+    node: Any = base
+    for depth, part in enumerate(parts):
+        if not isinstance(node, DictConfig) or part not in node:
+            where = ".".join(parts[:depth]) or "the grid"
+            options = list(node.keys()) if isinstance(node, DictConfig) else []
+            close = difflib.get_close_matches(part, [str(o) for o in options], n=2)
+            hint = f" Did you mean {' or '.join(close)}?" if close else ""
+            return (
+                f"override {item!r}: key {key!r} does not exist ({part!r} is not a key of {where}).{hint} "
+                f"Keys there: {', '.join(str(o) for o in options)}"
+            )
+        node = node[part]
+    return f"override {item!r} is invalid: {_first_line(exc)}"
+
+
+def _first_line(exc: Exception) -> str:
+    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+
+
+def load_grid(name: str, overrides: list[str] = (), grids_dir: Path = GRIDS_DIR) -> GridConfig:
+    """The grid's YAML merged over the schema, then the dotlist ``overrides``; typed and checked."""
+    path = grid_path(name, grids_dir)
+    schema = OmegaConf.structured(GridConfig)
+    try:
+        merged = OmegaConf.merge(schema, OmegaConf.load(path))
+    except OmegaConfBaseException as exc:
+        raise ValueError(f"grid file {path} does not match the grid schema: {_first_line(exc)}") from None
+    for item in overrides:
+        if "=" not in item:
+            raise ValueError(f"override {item!r} is not of the form key=value (e.g. trainer.precision=bf16-mixed)")
+        try:
+            merged = OmegaConf.merge(merged, OmegaConf.from_dotlist([item]))
+        except OmegaConfBaseException as exc:
+            raise ValueError(_describe_override_error(item, merged, exc)) from None
+    missing = sorted(OmegaConf.missing_keys(merged))
+    if missing:
+        raise ValueError(f"grid {path} sets no value for {', '.join(missing)}")
+    try:
+        grid: GridConfig = OmegaConf.to_object(merged)
+    except (OmegaConfBaseException, ValueError, TypeError) as exc:
+        raise ValueError(f"grid {path}: {_first_line(exc)}") from None
+    grid.models = [parse_model_entry(entry) for entry in grid.models]
+    check_grid(grid)
+    return grid
+
+
+def parse_model_entry(entry: Any) -> ModelEntry:
+    if isinstance(entry, ModelEntry):
+        return entry
+    if isinstance(entry, str):
+        return ModelEntry(preset=entry)
+    if isinstance(entry, dict):
+        try:
+            return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(ModelEntry), entry))
+        except OmegaConfBaseException as exc:
+            names = ", ".join(f.name for f in fields(ModelEntry))
+            raise ValueError(f"models entry {entry!r}: {_first_line(exc)} (an entry's keys are {names})") from None
+    raise ValueError(f"models entry {entry!r} must be a preset name or a mapping such as {{arm: arm-1b, mdm: llada-1b}}")
+
+
+def check_grid(grid: GridConfig) -> None:
+    """Checks across fields that the schema's types cannot express; each error names the fix."""
+    from sweeps.flops import check_budget_value
+
+    unknown = [o for o in grid.objectives if o not in OBJECTIVES]
+    if unknown or not grid.objectives:
+        raise ValueError(f"objectives must be a non-empty subset of {list(OBJECTIVES)}, got {grid.objectives}")
+    if len(set(grid.objectives)) != len(grid.objectives):
+        raise ValueError(f"objectives lists a duplicate: {grid.objectives}")
+    if not grid.models:
+        raise ValueError("models is empty: list at least one preset (models=[tiny])")
+    if not grid.budgets:
+        raise ValueError("budgets is empty: list at least one FLOP budget (budgets=[1e20])")
+    for budget in grid.budgets:
+        check_budget_value(budget)
+    if len(set(grid.budgets)) != len(grid.budgets):
+        raise ValueError(f"budgets lists a duplicate: {grid.budgets}")
+    if not grid.seeds or len(set(grid.seeds)) != len(grid.seeds):
+        raise ValueError(f"seeds must be a non-empty list without duplicates, got {grid.seeds}")
+    for entry in grid.models:
+        if not any(entry.preset_for(o) for o in grid.objectives):
+            raise ValueError(
+                f"models entry {entry} names no preset for the grid's objectives {grid.objectives}: "
+                "set preset (both objectives) or arm / mdm"
+            )
+
+
+__all__ = [
+    "GRIDS_DIR",
+    "GridConfig",
+    "ModelEntry",
+    "STUDY_SECTIONS",
+    "check_grid",
+    "grid_name",
+    "grid_path",
+    "known_grids",
+    "load_grid",
+    "parse_model_entry",
+]

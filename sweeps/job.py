@@ -1,0 +1,30 @@
+"""The callable a SLURM job runs: one run of ``studies.run``, requeued on preemption or time-out.
+
+submitit pickles a ``RunJob`` into the job folder; on the node it calls it in every task (one per
+device, so Lightning reads ranks from the SLURM environment). Before the time limit, and when SLURM
+preempts the job, submitit calls ``checkpoint()``: the default of ``Checkpointable`` resubmits the
+same callable, and ``studies.run`` resumes from the run's ``last.ckpt`` on the next start.
+"""
+
+from __future__ import annotations
+
+import submitit
+
+
+class RunJob(submitit.helpers.Checkpointable):
+    def __init__(self, config_path: str) -> None:
+        self.config_path = str(config_path)
+
+    def __call__(self) -> str:
+        from studies.run import main  # heavy imports (torch, lightning) happen on the node only
+
+        code = main([self.config_path])
+        if code:
+            raise RuntimeError(f"studies.run exited with code {code} for {self.config_path}")
+        return self.config_path
+
+    def __repr__(self) -> str:
+        return f"RunJob({self.config_path!r})"
+
+
+__all__ = ["RunJob"]

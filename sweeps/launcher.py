@@ -1,0 +1,164 @@
+"""The logic behind ``python sweeps/launch.py``: plan a grid, compare it with what exists, submit the rest.
+
+A launch is idempotent. Each planned run's key is a hash of its resolved config, and its state comes
+from its folder and the sweep log (``sweeps.state``): finished runs are skipped, queued or running
+ones are left alone, failed ones are resubmitted only with ``--retry-failed``, and the rest are
+submitted. Planning and ``--dry-run`` import no torch, lightning or mlflow.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import sys
+from pathlib import Path
+from typing import Optional, Sequence
+
+from sweeps.plan import plan_grid
+from sweeps.records import SweepLog
+from sweeps.report import plan_json, plan_table, state_counts
+from sweeps.state import ACTIVE, run_states
+from sweeps.submit import RUN_COMMAND, resolve_cluster, run_local, submit_slurm
+
+
+@contextlib.contextmanager
+def _exclusive(path: Path):
+    """Hold an advisory lock so that two local launches of one grid never run the same run twice."""
+    import fcntl
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def add_plan_arguments(parser: argparse.ArgumentParser) -> None:
+    """Arguments shared by launch and status: they must resolve the same plan to find the same keys."""
+    parser.add_argument("--grid", required=True, help="a grid in sweeps/grids/ (e.g. smoke, scaling_1b) or a YAML path")
+    parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
+                        help="OmegaConf dotlist overrides of the grid, e.g. trainer.precision=bf16-mixed budgets=[1e20,1e21]")
+    parser.add_argument("--only", action="append", default=[], metavar="FIELD=V[,V]",
+                        help="keep runs whose objective, model, budget or seed is one of the values (repeatable)")
+    parser.add_argument("--runs-dir", default=None, help="root folder of runs (default: the grid's runs_dir, 'runs')")
+    parser.add_argument("--profile", default=None, help="cluster profile in slurm/clusters/ (default: the grid's)")
+    parser.add_argument("--format", choices=("table", "json"), default="table", help="how to print the plan")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python sweeps/launch.py",
+        description="Plan a named grid of FLOP-matched ARM/MDM runs and submit the ones not done yet.",
+    )
+    add_plan_arguments(parser)
+    parser.add_argument("--dry-run", action="store_true", help="print the plan and submit nothing")
+    parser.add_argument("--cluster", choices=("auto", "slurm", "local"), default="auto",
+                        help="slurm (submitit job array), local (subprocesses here), auto: slurm when sbatch is on PATH")
+    parser.add_argument("--retry-failed", action="store_true", help="also resubmit runs that failed")
+    return parser
+
+
+def main(argv: Optional[Sequence[str]] = None, *, command: Sequence[str] = RUN_COMMAND) -> int:
+    """Exit codes: 0 all good, 1 some run failed, 2 bad input (nothing submitted)."""
+    args = build_parser().parse_args(argv)
+    machine_readable = args.format == "json"
+    out = sys.stdout
+    info = sys.stderr if machine_readable else sys.stdout
+
+    def say(*parts, **kw):
+        kw.pop("file", None)
+        print(*parts, file=info, **kw)
+
+    try:
+        plan = plan_grid(args.grid, args.overrides, runs_dir=args.runs_dir, only=args.only, profile=args.profile)
+        cluster = None if args.dry_run else resolve_cluster(args.cluster)
+        if cluster == "slurm":
+            from sweeps.profiles import check_resources
+
+            trainer = plan.grid_config.trainer
+            check_resources(plan.profile, trainer.devices, trainer.num_nodes, plan.profile_name)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+    log = SweepLog(plan.sweep_dir)
+    states = run_states(plan.runs, log.latest())
+    print(plan_json(plan, states) if machine_readable else plan_table(plan, states), file=out)
+
+    finished = [r for r in plan.runs if states[r.key].state == "finished"]
+    active = [r for r in plan.runs if states[r.key].state in ACTIVE]
+    failed = [r for r in plan.runs if states[r.key].state == "failed"]
+    todo = [r for r in plan.runs if states[r.key].state == "planned" or (args.retry_failed and r in failed)]
+    say(f"{state_counts(states)}; to submit: {len(todo)}")
+    if failed and not args.retry_failed:
+        say(f"{len(failed)} failed run(s) not resubmitted; pass --retry-failed to resubmit them:")
+        for r in failed:
+            s = states[r.key]
+            say(f"  {r.key} {r.name}: {s.detail}" + (f"; log: {s.log}" if s.log else ""))
+
+    if args.dry_run:
+        import shutil
+
+        has_sbatch = shutil.which("sbatch") is not None
+        if args.cluster == "auto":
+            target = "slurm (sbatch is on PATH)" if has_sbatch else "local (no sbatch on PATH)"
+        else:
+            target = args.cluster + ("" if has_sbatch or args.cluster == "local" else ", which needs sbatch on PATH")
+        say(f"dry run: nothing submitted (executor: {target})")
+        return 0
+    if not todo:
+        if len(finished) == len(plan.runs):
+            say(f"nothing to do: all {len(plan.runs)} runs of grid {plan.grid} finished ({plan.runs_root})")
+        else:
+            say("nothing submitted")
+        return 1 if failed and not args.retry_failed else 0
+
+    try:
+        from sweeps.tracking_setup import launch_tracking
+
+        tracked_finished = launch_tracking(plan, todo, say)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if tracked_finished:
+        skipped = [r for r in todo if r.key in tracked_finished]
+        for r in skipped:
+            say(f"  {r.key} {r.name}: finished according to MLflow; not resubmitted")
+        todo = [r for r in todo if r.key not in tracked_finished]
+        if not todo:
+            say("nothing submitted")
+            return 0
+
+    log.append({"event": "launch", "argv": list(argv) if argv is not None else sys.argv[1:], "executor": cluster,
+                "grid": plan.grid, "submit": [r.key for r in todo]})
+    if cluster == "slurm":
+        try:
+            submit_slurm(todo, log, plan.profile, plan.grid, say=say)
+        except RuntimeError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        say(f"submitted {len(todo)} run(s); follow them with: python sweeps/status.py --grid {args.grid}")
+        return 0
+
+    stream = sys.stderr.buffer if machine_readable else sys.stdout.buffer
+    with _exclusive(plan.sweep_dir / "local.lock") as held:
+        if not held:
+            print(f"error: another local launch of grid {plan.grid} is running in {plan.runs_root}; wait for it "
+                  f"or follow it with python sweeps/status.py --grid {args.grid}", file=sys.stderr)
+            return 2
+        outcomes = run_local(todo, log, command=command, stream=stream, say=say)
+    bad = [o for o in outcomes if not o.finished]
+    say(f"local sweep done: {len(outcomes) - len(bad)} finished, {len(bad)} failed, "
+        f"{len(finished)} skipped (already finished); runs in {plan.runs_root}")
+    for o in bad:
+        say(f"  failed: {o.name} ({o.run_key}), exit code {o.returncode}; log: {o.log}")
+    return 1 if bad else 0
+
+
+__all__ = ["add_plan_arguments", "build_parser", "main"]

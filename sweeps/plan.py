@@ -1,0 +1,283 @@
+"""Expand a grid into resolved, FLOP-matched runs, each with a deterministic key.
+
+One run = one (objective, model, budget, seed). Its resolved ``RunConfig`` holds everything the job
+needs: the model's preset fields (``causal`` set by the objective), the grid's study sections, and the
+``budget`` section from ``sweeps.flops.plan_budget``. ARM and MDM twins at one grid point share N, D,
+C, steps, seed and the data section byte for byte; only ``objective`` and ``model.causal`` (and the
+preset's name) differ.
+
+The run key is a short SHA-256 of the resolved config as sorted-key JSON; only ``out_dir`` is left
+out, because it is derived from the key. A change to any value that reaches the run changes the key,
+so a re-launch finds exactly the runs that already exist.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Optional
+
+from omegaconf import OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from models.config import preset
+from studies.config import BudgetConfig, RunConfig, check_run_config
+from sweeps.flops import BudgetPlan, device_hours, model_flops_per_token, plan_budget
+from sweeps.grid import STUDY_SECTIONS, GridConfig, ModelEntry, grid_name, load_grid
+from sweeps.profiles import ClusterProfile, load_profile
+
+KEY_LENGTH = 12
+KEY_EXCLUDED = ("out_dir",)  # derived from the key itself
+ONLY_FIELDS = ("objective", "model", "budget", "seed")
+
+
+def run_key(config: dict) -> str:
+    """SHA-256 (first 12 hex digits) of the resolved run config as canonical JSON, without out_dir."""
+    hashed = {k: v for k, v in config.items() if k not in KEY_EXCLUDED}
+    text = json.dumps(hashed, sort_keys=True, separators=(",", ":"), allow_nan=False)
+    return hashlib.sha256(text.encode()).hexdigest()[:KEY_LENGTH]
+
+
+@dataclass
+class PlannedRun:
+    key: str
+    name: str
+    objective: str
+    model: str
+    seed: int
+    budget: BudgetPlan
+    device_hours: float
+    config: dict  # the resolved RunConfig as plain containers, out_dir included
+    run_config: RunConfig
+
+    @property
+    def out_dir(self) -> Path:
+        return Path(self.config["out_dir"])
+
+    @property
+    def config_path(self) -> Path:
+        return self.out_dir / "config.yaml"
+
+    def summary(self) -> dict:
+        """One JSON-ready row of the plan (``--format json``)."""
+        return {
+            "run_key": self.key,
+            "name": self.name,
+            "objective": self.objective,
+            "model": self.model,
+            "seed": self.seed,
+            "non_embedding_params": self.budget.non_embedding_params,
+            "tokens": self.budget.tokens,
+            "flops_budget": self.budget.flops_budget,
+            "flops": self.budget.flops,
+            "steps": self.budget.steps,
+            "tokens_per_param": self.budget.tokens_per_param,
+            "device_hours": self.device_hours,
+            "out_dir": str(self.out_dir),
+        }
+
+    def write_config(self) -> Path:
+        """Write the resolved config as YAML and return its path.
+
+        The text is rendered by ``studies.run.config_yaml``, the function the run itself uses to
+        check that its folder holds its own config, so the two always agree byte for byte.
+        """
+        from studies.run import config_yaml  # torch-free at import time; heavy imports are inside run()
+
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        tmp = self.config_path.with_suffix(".yaml.tmp")
+        tmp.write_text(config_yaml(self.run_config))
+        tmp.replace(self.config_path)
+        return self.config_path
+
+
+@dataclass
+class Plan:
+    grid: str
+    grid_config: GridConfig
+    profile_name: str
+    profile: ClusterProfile
+    runs_root: Path  # <runs_dir>/<grid>
+    runs: list[PlannedRun]
+
+    @property
+    def sweep_dir(self) -> Path:
+        return self.runs_root / "sweep"
+
+
+def _model_for(entry: ModelEntry, objective: str):
+    name = entry.preset_for(objective)
+    if "causal" in entry.overrides:
+        raise ValueError(f"models entry {name!r}: causal is set by the objective (ARM causal, MDM not); drop it")
+    model = preset(name, **entry.overrides, causal=(objective == "arm"))
+    return dataclasses.replace(model, name=entry.label) if entry.label else model
+
+
+def _check_twins(entry: ModelEntry, models: dict) -> None:
+    """ARM and MDM at one grid point must share the architecture (LLaDA Sec. 3.1)."""
+    shapes = {
+        o: {k: v for k, v in dataclasses.asdict(m).items() if k not in ("name", "causal")} for o, m in models.items()
+    }
+    first, *rest = shapes
+    for other in rest:
+        if shapes[other] != shapes[first]:
+            diff = sorted(k for k in shapes[first] if shapes[first][k] != shapes[other][k])
+            raise ValueError(
+                f"models entry {entry.arm or entry.preset}/{entry.mdm or entry.preset}: the {first} and {other} "
+                f"presets differ in {diff}; twins at one grid point must share the architecture. List "
+                f"different architectures as separate entries ({{arm: ...}} and {{mdm: ...}})"
+            )
+
+
+def _container(section) -> dict:
+    """A dataclass as the plain containers OmegaConf would write (types normalised by the schema)."""
+    try:
+        return OmegaConf.to_container(OmegaConf.structured(section), resolve=True)
+    except OmegaConfBaseException as exc:
+        raise ValueError(f"{type(section).__name__}: {str(exc).splitlines()[0]}") from None
+
+
+def _resolved_config(run: RunConfig, sections: dict, model: dict) -> dict:
+    """The run's config as plain containers, equal to ``OmegaConf.to_container(OmegaConf.structured(run))``.
+
+    The grid-wide sections and each model are converted once per grid; converting every run through
+    OmegaConf would cost tens of milliseconds per run, too slow for large grids.
+    """
+    check_run_config(run)
+    b = run.budget
+    return {
+        "grid": str(run.grid),
+        "name": str(run.name),
+        "objective": str(run.objective),
+        "seed": int(run.seed),
+        "out_dir": str(run.out_dir),
+        "model": copy.deepcopy(model),
+        **copy.deepcopy(sections),
+        "budget": {
+            "flops_budget": float(b.flops_budget),
+            "flops": float(b.flops),
+            "tokens": int(b.tokens),
+            "steps": int(b.steps),
+            "non_embedding_params": int(b.non_embedding_params),
+        },
+    }
+
+
+def expand(grid: GridConfig, name: str, profile: ClusterProfile, runs_root: Path) -> list[PlannedRun]:
+    """Every (model, budget, seed, objective) of the grid as a resolved run, twins next to each other."""
+    sections = {s: getattr(grid, s) for s in STUDY_SECTIONS}
+    section_containers = {s: _container(v) for s, v in sections.items()}
+    runs: list[PlannedRun] = []
+    for entry in grid.models:
+        models = {o: _model_for(entry, o) for o in grid.objectives if entry.preset_for(o)}
+        _check_twins(entry, models)
+        model_containers = {o: _container(m) for o, m in models.items()}
+        for budget in grid.budgets:
+            for seed in grid.seeds:
+                for objective, model in models.items():
+                    n = model.non_embedding_params
+                    t = grid.trainer
+                    plan = plan_budget(budget, n, t.global_batch_size, t.seq_len, model=model.name)
+                    label = f"{objective}-{model.name}-{budget:.0e}" + (f"-s{seed}" if len(grid.seeds) > 1 else "")
+                    cfg = RunConfig(
+                        grid=name,
+                        name=label,
+                        objective=objective,
+                        seed=seed,
+                        out_dir="",
+                        model=model,
+                        budget=BudgetConfig(
+                            flops_budget=plan.flops_budget,
+                            flops=plan.flops,
+                            tokens=plan.tokens,
+                            steps=plan.steps,
+                            non_embedding_params=n,
+                        ),
+                        **sections,
+                    )
+                    config = _resolved_config(cfg, section_containers, model_containers[objective])
+                    key = run_key(config)
+                    config["out_dir"] = cfg.out_dir = str(runs_root / key)
+                    per_token = model_flops_per_token(n, model.n_layers, t.seq_len, model.d_model)
+                    hours = device_hours(plan.tokens * per_token, profile.peak_tflops * 1e12, profile.mfu)
+                    runs.append(PlannedRun(key, label, objective, model.name, seed, plan, hours, config, cfg))
+    seen: dict[str, str] = {}
+    for run in runs:
+        if run.key in seen:
+            raise ValueError(f"runs {seen[run.key]} and {run.name} resolve to the same config: a model is listed twice")
+        seen[run.key] = run.name
+    return runs
+
+
+def parse_only(filters: Iterable[str]) -> dict[str, list[str]]:
+    """``["objective=arm", "budget=1e20,1e21"]`` -> {"objective": ["arm"], "budget": ["1e20", "1e21"]}."""
+    parsed: dict[str, list[str]] = {}
+    for item in filters:
+        field, sep, values = item.partition("=")
+        if not sep or field not in ONLY_FIELDS or not values:
+            raise ValueError(f"--only {item!r}: write FIELD=VALUE[,VALUE...] with FIELD one of {', '.join(ONLY_FIELDS)}")
+        parsed.setdefault(field, []).extend(v.strip() for v in values.split(","))
+    for value in parsed.get("budget", []) + parsed.get("seed", []):
+        try:
+            float(value)
+        except ValueError:
+            raise ValueError(f"--only: {value!r} is not a number") from None
+    return parsed
+
+
+def _matches(run: PlannedRun, only: dict[str, list[str]]) -> bool:
+    for field, values in only.items():
+        if field == "budget":
+            ok = any(abs(float(v) / run.budget.flops_budget - 1) < 1e-9 for v in values)
+        elif field == "seed":
+            ok = any(float(v) == run.seed for v in values)
+        else:
+            ok = getattr(run, field) in values
+        if not ok:
+            return False
+    return True
+
+
+def select(runs: list[PlannedRun], only: dict[str, list[str]]) -> list[PlannedRun]:
+    chosen = [r for r in runs if _matches(r, only)]
+    if only and not chosen:
+        options = {
+            "objective": sorted({r.objective for r in runs}),
+            "model": sorted({r.model for r in runs}),
+            "budget": sorted({f"{r.budget.flops_budget:g}" for r in runs}, key=float),
+            "seed": sorted({str(r.seed) for r in runs}),
+        }
+        listing = "; ".join(f"{f}: {', '.join(options[f])}" for f in only)
+        raise ValueError(f"no run of the grid matches --only {only}; the grid has {listing}")
+    return chosen
+
+
+def plan_grid(
+    grid: str,
+    overrides: list[str] = (),
+    *,
+    runs_dir: Optional[str] = None,
+    only: Iterable[str] = (),
+    profile: Optional[str] = None,
+) -> Plan:
+    """Load, expand and filter a grid. ``runs_dir`` and ``profile`` win over the grid's own fields."""
+    config = load_grid(grid, list(overrides))
+    name = grid_name(grid)
+    profile_name = profile or config.cluster_profile
+    cluster = load_profile(profile_name)
+    root = Path(runs_dir or config.runs_dir).expanduser().resolve() / name
+    filters = parse_only(only)
+    runs = select(expand(config, name, cluster, root), filters)
+    return Plan(name, config, profile_name, cluster, root, runs)
+
+
+def load_resolved(path: str | Path) -> dict[str, Any]:
+    """Read a written run config back as plain containers (for checks and tests)."""
+    return OmegaConf.to_container(OmegaConf.merge(OmegaConf.structured(RunConfig), OmegaConf.load(path)), resolve=True)
+
+
+__all__ = ["Plan", "PlannedRun", "expand", "load_resolved", "parse_only", "plan_grid", "run_key", "select"]

@@ -1,0 +1,104 @@
+"""The sweep folder's lab notebook: an append-only JSONL of every submission and every local exit.
+
+``<runs_dir>/<grid>/sweep/submissions.jsonl`` holds one JSON object per line:
+
+- ``{"event": "submitted", "run_key", "name", "job_id", "executor", "time", "log", ...}`` when a run
+  is handed to an executor (a SLURM job id such as ``1234_0``, or ``local-<host>-<pid>``);
+- ``{"event": "exited", "run_key", "job_id", "returncode", "elapsed_s", "time"}`` when a local run's
+  process ends (SLURM jobs report through submitit's files and ``squeue`` instead).
+
+Lines are only ever appended, so the history of a grid (retries included) stays readable.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+
+SUBMISSIONS = "submissions.jsonl"
+
+
+def now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S%z")
+
+
+@dataclass
+class Submission:
+    """The latest submission of one run, with its exit when the executor reported one."""
+
+    run_key: str
+    job_id: str
+    executor: str
+    time: str
+    record: dict
+    exit: Optional[dict] = None
+    attempts: int = 1
+
+
+@dataclass
+class SweepLog:
+    sweep_dir: Path
+    _latest: dict[str, Submission] = field(default_factory=dict, init=False)
+
+    @property
+    def path(self) -> Path:
+        return Path(self.sweep_dir) / SUBMISSIONS
+
+    def append(self, record: dict) -> dict:
+        record = {"time": now(), **record}
+        Path(self.sweep_dir).mkdir(parents=True, exist_ok=True)
+        with open(self.path, "a", encoding="utf-8") as f:
+            f.write(json.dumps(record, sort_keys=True) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+        return record
+
+    def submitted(self, run_key: str, name: str, job_id: str, executor: str, **extra) -> dict:
+        return self.append(
+            {"event": "submitted", "run_key": run_key, "name": name, "job_id": job_id, "executor": executor, **extra}
+        )
+
+    def exited(self, run_key: str, job_id: str, returncode: int, elapsed_s: float) -> dict:
+        return self.append(
+            {"event": "exited", "run_key": run_key, "job_id": job_id, "returncode": returncode,
+             "elapsed_s": round(elapsed_s, 3)}
+        )
+
+    def records(self) -> list[dict]:
+        if not self.path.is_file():
+            return []
+        out = []
+        for number, line in enumerate(self.path.read_text(encoding="utf-8").splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                out.append(json.loads(line))
+            except json.JSONDecodeError:
+                # A line cut short by a crash mid-write: skip it, keep the rest of the history.
+                continue
+        return out
+
+    def latest(self) -> dict[str, Submission]:
+        """The last submission of every run key, joined with its exit record if there is one."""
+        latest: dict[str, Submission] = {}
+        attempts: dict[str, int] = {}
+        for rec in self.records():
+            key = rec.get("run_key")
+            if rec.get("event") == "submitted":
+                attempts[key] = attempts.get(key, 0) + 1
+                latest[key] = Submission(key, rec["job_id"], rec["executor"], rec["time"], rec, None, attempts[key])
+            elif rec.get("event") == "exited" and key in latest and latest[key].job_id == rec.get("job_id"):
+                latest[key].exit = rec
+        return latest
+
+
+def local_job_id(pid: int) -> str:
+    return f"local-{socket.gethostname()}-{pid}"
+
+
+__all__ = ["SUBMISSIONS", "Submission", "SweepLog", "local_job_id", "now"]

@@ -1,0 +1,107 @@
+"""Plain-text and JSON renderings of a plan and of run states (no third-party table library)."""
+
+from __future__ import annotations
+
+import json
+from typing import Optional
+
+from sweeps.state import RunStatus
+
+
+def si(value: float, digits: int = 3) -> str:
+    """969246720 -> '969M', 1.7e13 -> '17.2T' (counts of parameters and tokens)."""
+    for factor, suffix in ((1e12, "T"), (1e9, "B"), (1e6, "M"), (1e3, "k")):
+        if abs(value) >= factor:
+            return f"{value / factor:.{digits}g}{suffix}"
+    return f"{value:.{digits}g}"
+
+
+def _hours(value: float) -> str:
+    return f"{value:,.0f}" if value >= 10 else f"{value:.2g}"
+
+
+def render_table(header: list[str], rows: list[list[str]], right: set[int]) -> str:
+    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(header)]
+    def line(cells):
+        return "  ".join(c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths))).rstrip()
+    rule = "  ".join("-" * w for w in widths)
+    return "\n".join([line(header), rule, *(line(r) for r in rows)])
+
+
+def hours_unit(plan) -> str:
+    return "GPU-h" if plan.profile.gpus_per_node else "CPU-h"
+
+
+def plan_table(plan, states: Optional[dict[str, RunStatus]] = None) -> str:
+    unit = hours_unit(plan)
+    header = ["key", "objective", "model", "N", "D", "C", "steps", "D/N", unit]
+    if states is not None:
+        header.append("state")
+    rows = []
+    for run in plan.runs:
+        b = run.budget
+        row = [run.key, run.objective, run.model, si(b.non_embedding_params), si(b.tokens), f"{b.flops:.3g}",
+               f"{b.steps:,}", (f"{b.tokens_per_param:,.0f}" if b.tokens_per_param >= 100 else f"{b.tokens_per_param:.3g}"), _hours(run.device_hours)]
+        if states is not None:
+            row.append(states[run.key].state)
+        rows.append(row)
+    table = render_table(header, rows, right={3, 4, 5, 6, 7, 8})
+    total_c = sum(r.budget.flops for r in plan.runs)
+    total_d = sum(r.budget.tokens for r in plan.runs)
+    total_h = sum(r.device_hours for r in plan.runs)
+    p = plan.profile
+    lines = [
+        f"grid {plan.grid}: {plan.grid_config.description}".rstrip(": "),
+        table,
+        f"total: {len(plan.runs)} runs, C = {total_c:.3g} FLOPs, D = {si(total_d)} tokens, ~{_hours(total_h)} {unit}",
+        f"C = 6 N D with N the non-embedding parameters; {unit} = D x (6N + 12 n_layers L d_model) / "
+        f"({p.peak_tflops:g} TFLOP/s x {p.mfu:.0%} MFU), {p.device}, profile {plan.profile_name}",
+        f"runs folder: {plan.runs_root}",
+    ]
+    return "\n".join(lines)
+
+
+def plan_json(plan, states: Optional[dict[str, RunStatus]] = None) -> str:
+    rows = []
+    for run in plan.runs:
+        row = run.summary()
+        if states is not None:
+            row["state"] = states[run.key].state
+        rows.append(row)
+    return json.dumps(rows, indent=2)
+
+
+def status_table(plan, states: dict[str, RunStatus]) -> str:
+    header = ["key", "name", "state", "job", "progress", "detail"]
+    rows = []
+    for run in plan.runs:
+        s = states[run.key]
+        detail = s.detail
+        if s.state == "failed" and s.log:
+            detail = f"{detail}; log: {s.log}".lstrip("; ")
+        if s.attempts > 1:
+            detail = f"{detail} (attempt {s.attempts})".strip()
+        rows.append([run.key, run.name, s.state, s.job_id or "-", s.progress or "-", detail])
+    return render_table(header, rows, right=set())
+
+
+def state_counts(states: dict[str, RunStatus]) -> str:
+    counts: dict[str, int] = {}
+    for s in states.values():
+        counts[s.state] = counts.get(s.state, 0) + 1
+    order = ("finished", "running", "queued", "failed", "planned", "unknown")
+    return ", ".join(f"{counts[k]} {k}" for k in order if counts.get(k))
+
+
+def status_json(plan, states: dict[str, RunStatus]) -> str:
+    rows = []
+    for run in plan.runs:
+        s = states[run.key]
+        rows.append({"run_key": run.key, "name": run.name, "objective": run.objective, "model": run.model,
+                     "flops_budget": run.budget.flops_budget, "state": s.state, "job_id": s.job_id,
+                     "executor": s.executor, "progress": s.progress, "detail": s.detail, "log": s.log,
+                     "attempts": s.attempts, "out_dir": str(run.out_dir)})
+    return json.dumps(rows, indent=2)
+
+
+__all__ = ["plan_json", "plan_table", "si", "state_counts", "status_json", "status_table"]

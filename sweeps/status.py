@@ -1,0 +1,52 @@
+"""Where each run of a grid stands: planned, queued, running, finished or failed, with progress.
+
+    python sweeps/status.py --grid smoke
+    python sweeps/status.py --grid scaling_1b --format json
+
+Pass the same overrides and ``--runs-dir`` as the launch: they decide the runs' keys. Imports no
+torch, lightning or mlflow.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Optional, Sequence
+
+if __package__ in (None, ""):  # run as a script: make the repository root importable
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from sweeps.launcher import add_plan_arguments  # noqa: E402
+from sweeps.plan import plan_grid  # noqa: E402
+from sweeps.records import SweepLog  # noqa: E402
+from sweeps.report import state_counts, status_json, status_table  # noqa: E402
+from sweeps.state import run_states  # noqa: E402
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = argparse.ArgumentParser(prog="python sweeps/status.py", description=__doc__.splitlines()[0])
+    add_plan_arguments(parser)
+    args = parser.parse_args(argv)
+    try:
+        plan = plan_grid(args.grid, args.overrides, runs_dir=args.runs_dir, only=args.only, profile=args.profile)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    log = SweepLog(plan.sweep_dir)
+    states = run_states(plan.runs, log.latest())
+    if args.format == "json":
+        print(status_json(plan, states))
+    else:
+        print(f"grid {plan.grid} ({plan.runs_root})")
+        print(status_table(plan, states))
+        print(state_counts(states))
+        known = {r.key for r in plan.runs}
+        other = {k for k in log.latest() if k not in known}
+        if other:
+            print(f"({len(other)} other run key(s) in {log.path} belong to other overrides of this grid)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

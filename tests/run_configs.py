@@ -1,0 +1,32 @@
+"""Tiny run configs for tests: a toy world small enough to prepare in seconds."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from omegaconf import OmegaConf
+
+from models.config import preset
+from studies.config import RunConfig
+
+
+def tiny_run_config(out_dir: Path, data_cache: Path, objective: str = "arm", steps: int = 6, **sections) -> RunConfig:
+    base = OmegaConf.structured(RunConfig(
+        grid=sections.pop("grid", "testgrid"),
+        name=f"{objective}-tiny",
+        objective=objective,
+        out_dir=str(out_dir),
+        model=preset("tiny", causal=objective == "arm"),
+    ))
+    values = {
+        "data": {"cache_dir": str(data_cache),
+                 "toyworld": {"num_people": 60, "num_arithmetic": 200, "task_items": 20,
+                              "validation_bios": 20, "validation_arithmetic": 20}},
+        "trainer": {"seq_len": 32, "global_batch_size": 4, "micro_batch_size": 4, "precision": "32-true",
+                    "accelerator": "cpu", "num_workers": 0, "val_every_n_steps": 3, "val_batches": 1,
+                    "checkpoint_every_n_steps": 2, "log_every_n_steps": 1, "progress_bar": False},
+        "budget": {"steps": steps},
+        "schedule": {"warmup_steps": 1},
+    }
+    merged = OmegaConf.merge(base, values, sections)
+    return OmegaConf.to_object(merged)

@@ -1,0 +1,27 @@
+"""Fixtures for the task tests: a small prepared toy world (tokenizer, special ids, task files)."""
+
+import pytest
+
+from studies.data.config import DataConfig, TokenizerConfig, ToyWorldConfig
+from studies.data.prepare import load_metadata, prepare_dataset
+
+SMALL_WORLD = dict(num_people=60, bios_per_person=2, num_arithmetic=200, task_items=20,
+                   validation_bios=20, validation_arithmetic=20)
+
+
+def small_world_config(cache_dir) -> DataConfig:
+    return DataConfig(source="toyworld", cache_dir=str(cache_dir), toyworld=ToyWorldConfig(**SMALL_WORLD),
+                      tokenizer=TokenizerConfig(vocab_size=300))
+
+
+@pytest.fixture(scope="session")
+def toy_data(tmp_path_factory):
+    """(prepared folder, metadata) of a small toy world, shared by the tests that only read it."""
+    folder = prepare_dataset(small_world_config(tmp_path_factory.mktemp("toy_tasks")))
+    return folder, load_metadata(folder)
+
+
+@pytest.fixture(scope="session")
+def world_config():
+    """The DataConfig of the small toy world in a cache folder: world_config(cache_dir)."""
+    return small_world_config

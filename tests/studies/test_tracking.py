@@ -1,0 +1,167 @@
+"""Tests of studies/tracking.py against a real MLflow server on 127.0.0.1."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import lightning as L
+import pytest
+from mlflow.tracking import MlflowClient
+
+from mlflow_server import MlflowServer
+from run_configs import tiny_run_config
+from studies.run import run
+from studies.tracking import (
+    PENDING_FILE,
+    RunTracker,
+    TrackingUnavailable,
+    check_reachable,
+    ensure_experiment,
+    flatten,
+    mask_uri,
+    read_tracking_file,
+    start_parent_run,
+    write_tracking_file,
+)
+
+pytestmark = pytest.mark.mlflow_server
+
+
+@pytest.fixture(scope="module")
+def data_cache(tmp_path_factory):
+    return tmp_path_factory.mktemp("data")
+
+
+def runs_of(uri, experiment):
+    client = MlflowClient(uri)
+    found = client.get_experiment_by_name(experiment)
+    return [] if found is None else client.search_runs([found.experiment_id])
+
+
+def test_a_training_run_records_tags_params_metrics_and_artifacts(mlflow_server, tmp_path, data_cache):
+    cfg = tiny_run_config(tmp_path / "runs" / "g-record" / "key1", data_cache, objective="mdm", steps=6,
+                          grid="g-record", tracking={"uri": mlflow_server.uri})
+    parent = start_parent_run(mlflow_server.uri, "g-record")
+    write_tracking_file(cfg.out_dir, parent_run_id=parent, run_key="key1")
+    result = run(cfg)
+
+    (record,) = [r for r in runs_of(mlflow_server.uri, "g-record") if r.info.run_id != parent]
+    client = MlflowClient(mlflow_server.uri)
+    assert record.info.status == "FINISHED"
+    assert record.info.run_name == "g-record/mdm-tiny-0e+00"
+    tags = record.data.tags
+    assert tags["mlflow.parentRunId"] == parent
+    for name in ("grid", "objective", "model", "run_key", "non_embedding_params", "tokens", "flops_budget",
+                 "flops", "seed", "git_commit", "git_dirty", "host"):
+        assert name in tags, name
+    assert (tags["grid"], tags["objective"], tags["model"], tags["run_key"]) == ("g-record", "mdm", "tiny", "key1")
+    params = record.data.params
+    assert params["trainer.seq_len"] == "32" and params["model.causal"] == "False"
+    assert params["optim.weight_decay"] == "0.1"
+    loss = client.get_metric_history(record.info.run_id, "train/loss")
+    assert sorted(m.step for m in loss) == list(range(6))
+    flops = client.get_metric_history(record.info.run_id, "train/flops_seen")
+    per_step = 6 * cfg.model.non_embedding_params * 4 * 32
+    assert {m.step: m.value for m in flops}[5] == pytest.approx(6 * per_step)
+    for key in ("val/loss", "train/lr", "train/tokens_seen", "perf/tokens_per_s", "data/epochs"):
+        assert client.get_metric_history(record.info.run_id, key), key
+    artifacts = {a.path for a in client.list_artifacts(record.info.run_id)}
+    assert {"config.yaml", "result.json", "data"} <= artifacts
+    assert result["val_loss"] == pytest.approx(record.data.metrics["final/val_loss"])
+
+
+class CrashAt(L.Callback):
+    def __init__(self, step):
+        self.step = step
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        if trainer.global_step == self.step:
+            raise RuntimeError("injected crash")
+
+
+def test_a_restarted_run_continues_the_same_mlflow_run(mlflow_server, tmp_path, data_cache):
+    cfg = tiny_run_config(tmp_path / "runs" / "g-resume" / "key2", data_cache, steps=6, grid="g-resume",
+                          tracking={"uri": mlflow_server.uri})
+    with pytest.raises(RuntimeError, match="injected crash"):
+        run(cfg, callbacks=[CrashAt(4)])
+    first_id = read_tracking_file(cfg.out_dir)["run_id"]
+    assert MlflowClient(mlflow_server.uri).get_run(first_id).info.status == "FAILED"
+    run(cfg)  # resumes from last.ckpt (step 4)
+    records = runs_of(mlflow_server.uri, "g-resume")
+    assert [r.info.run_id for r in records] == [first_id]
+    assert records[0].info.status == "FINISHED"
+    steps = [m.step for m in MlflowClient(mlflow_server.uri).get_metric_history(first_id, "train/loss")]
+    assert sorted(steps) == list(range(6))
+
+
+def test_outage_mid_run_loses_nothing_and_duplicates_nothing(tmp_path, data_cache):
+    server = MlflowServer(tmp_path / "server").start()
+    try:
+        class Outage(L.Callback):
+            def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+                if trainer.global_step == 3:
+                    server.stop()
+                if trainer.global_step == 7:
+                    server.start()
+
+        cfg = tiny_run_config(tmp_path / "runs" / "g-outage" / "key3", data_cache, steps=10, grid="g-outage",
+                              tracking={"uri": server.uri})
+        run(cfg, callbacks=[Outage()])
+        (record,) = runs_of(server.uri, "g-outage")
+        history = MlflowClient(server.uri).get_metric_history(record.info.run_id, "train/loss")
+        assert sorted(m.step for m in history) == list(range(10))  # every step, exactly once
+        assert record.info.status == "FINISHED"
+        assert (tmp_path / "runs" / "g-outage" / "key3" / PENDING_FILE).read_text() == ""
+    finally:
+        server.stop()
+
+
+def test_unsent_records_are_replayed_by_the_sync_command(tmp_path):
+    server = MlflowServer(tmp_path / "server")
+    out = tmp_path / "runs" / "g-sync" / "key4"
+    config = {"grid": "g-sync", "objective": "arm", "model": {"name": "tiny"}, "out_dir": str(out),
+              "tracking": {"uri": server.uri}, "budget": {"flops_budget": 1e12}}
+    out.mkdir(parents=True)
+    (out / "config.yaml").write_text(json.dumps(config))
+    tracker = RunTracker(out, server.uri, "g-sync", config, "key4", flush_every_s=0)
+    for step in range(5):
+        tracker.log_metrics({"train/loss": 1.0 / (step + 1)}, step)
+    assert tracker.finish() is False  # server never came up: everything stays on disk
+    assert len((out / PENDING_FILE).read_text().splitlines()) == 6
+    server.start()
+    try:
+        done = subprocess.run([sys.executable, "-m", "studies.tracking", "sync", str(out)],
+                              capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stderr
+        (record,) = runs_of(server.uri, "g-sync")
+        history = MlflowClient(server.uri).get_metric_history(record.info.run_id, "train/loss")
+        assert sorted(m.step for m in history) == list(range(5))
+        assert record.info.status == "FINISHED"
+    finally:
+        server.stop()
+
+
+def test_an_experiment_of_another_grid_is_refused(mlflow_server):
+    client = MlflowClient(mlflow_server.uri)
+    ensure_experiment(client, "shared-name", "grid-a")
+    assert ensure_experiment(client, "shared-name", "grid-a")  # same grid: reused
+    with pytest.raises(ValueError, match="grid 'grid-a'"):
+        ensure_experiment(client, "shared-name", "grid-b")
+    client.create_experiment("someone-elses")
+    with pytest.raises(ValueError, match="not made by this project"):
+        ensure_experiment(client, "someone-elses", "grid-a")
+
+
+def test_an_unreachable_server_is_reported_with_its_uri():
+    with pytest.raises(TrackingUnavailable, match=r"127\.0\.0\.1:9.*unreachable"):
+        check_reachable("http://127.0.0.1:9", timeout_s=2)
+
+
+def test_secrets_never_become_params():
+    config = {"eval": {"settings": {"hf_token": "hf_abc", "api_key": "k", "temperature": 0.5}},
+              "tracking": {"uri": "http://alice:s3cret@mlflow.example:5000"}, "db_password": "x"}
+    flat = flatten(config)
+    assert flat == {"eval.settings.temperature": "0.5", "tracking.uri": "http://alice:***@mlflow.example:5000"}
+    assert "s3cret" not in mask_uri("https://bob:s3cret@host/path")

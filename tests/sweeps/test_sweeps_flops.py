@@ -1,0 +1,79 @@
+"""sweeps/flops.py: C = 6ND accounting, rounding to whole steps, the MFU count, and bad budgets."""
+
+from __future__ import annotations
+
+import math
+import random
+
+import pytest
+
+from models.config import preset
+from sweeps import flops
+
+
+def test_six_n_d_and_its_inverse():
+    n = preset("llada-1b").non_embedding_params
+    assert flops.training_flops(n, 2.0e12) == pytest.approx(6 * n * 2.0e12)
+    assert flops.tokens_for_budget(flops.training_flops(n, 3.3e9), n) == pytest.approx(3.3e9)
+
+
+def test_plan_rounds_to_whole_steps_within_tolerance():
+    rng = random.Random(0)
+    for _ in range(200):
+        n = rng.randrange(10_000, 10_000_000_000)
+        batch, seq = rng.choice([(1280, 4096), (16, 128), (64, 256), (3, 7)])
+        floor = flops.smallest_budget(n, batch, seq)
+        budget = floor * 10 ** rng.uniform(0, 4)
+        plan = flops.plan_budget(budget, n, batch, seq)
+        assert plan.tokens == plan.steps * batch * seq
+        assert plan.flops == pytest.approx(6 * n * plan.tokens)
+        assert abs(plan.flops / budget - 1) <= 0.01
+        # nearest whole step: one step more or fewer is never closer to the budget
+        for other in (plan.steps - 1, plan.steps + 1):
+            assert abs(6 * n * other * batch * seq - budget) >= abs(plan.flops - budget) - 1e-6 * budget
+
+
+def test_exact_multiple_of_a_step_is_allowed_even_for_few_steps():
+    n, batch, seq = 92_480, 2, 32
+    per_step = 6 * n * batch * seq
+    plan = flops.plan_budget(3 * per_step, n, batch, seq)
+    assert plan.steps == 3 and plan.flops == 3 * per_step
+
+
+def test_budget_below_one_step_names_the_smallest_budget():
+    n = preset("llada-1b").non_embedding_params
+    with pytest.raises(ValueError, match="too small for one optimizer step") as err:
+        flops.plan_budget(1e15, n, 1280, 4096, model="llada-1b")
+    assert f"{flops.smallest_budget(n, 1280, 4096):.3g}" in str(err.value)
+
+
+def test_budget_whose_rounding_misses_the_tolerance_is_refused():
+    n, batch, seq = 1_000_000, 16, 128
+    per_step = 6 * n * batch * seq
+    with pytest.raises(ValueError, match="off"):
+        flops.plan_budget(2.5 * per_step, n, batch, seq)  # 2 or 3 steps: 20% off either way
+
+
+@pytest.mark.parametrize("bad", [-1e20, 0.0, float("nan"), float("inf"), "1e20", None, True])
+def test_non_positive_or_non_numeric_budget(bad):
+    with pytest.raises(ValueError, match="budget"):
+        flops.plan_budget(bad, 1_000_000, 16, 128)
+
+
+def test_attention_inclusive_count_is_palm_mfu_accounting():
+    m = preset("arm-1b")
+    per_token = flops.model_flops_per_token(m.non_embedding_params, m.n_layers, 4096, m.d_model)
+    # PaLM App. B: 6N + 12 * L_layers * H * Q * T with H * Q = d_model (heads x head dim), T = context.
+    assert per_token - 6 * m.non_embedding_params == 12 * m.n_layers * (m.n_heads * m.head_dim) * 4096
+    # at L = 4096 attention adds a sizeable share for a 1B model, and vanishes for short contexts
+    short = flops.model_flops_per_token(m.non_embedding_params, m.n_layers, 16, m.d_model)
+    assert per_token / (6 * m.non_embedding_params) > 1.3
+    assert short / (6 * m.non_embedding_params) < 1.01
+
+
+def test_device_hours_reproduce_llada_8b_cost():
+    # LLaDA 8B: about 1.1e23 FLOPs in 0.13M H800 hours, i.e. about 24% of 989 TFLOP/s.
+    hours = flops.device_hours(1.1e23, 989e12, 0.24)
+    assert math.isclose(hours, 0.13e6, rel_tol=0.05)
+    with pytest.raises(ValueError):
+        flops.device_hours(1e20, 989e12, 0.0)

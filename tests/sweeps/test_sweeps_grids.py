@@ -1,0 +1,168 @@
+"""The named grids: FLOP matching, ARM/MDM twins, the scaling_1b span, and bad grid input."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from models.config import preset
+from sweeps.grid import known_grids
+from sweeps.plan import plan_grid
+
+
+@pytest.fixture(scope="module")
+def plans(tmp_path_factory):
+    root = tmp_path_factory.mktemp("runs")
+    return {name: plan_grid(name, runs_dir=str(root)) for name in known_grids()}
+
+
+def test_required_grids_exist(plans):
+    assert {"scaling_1b", "isoflop", "smoke"} <= set(plans)
+
+
+def test_six_n_d_within_one_percent_of_every_budget(plans):
+    for name, plan in plans.items():
+        assert plan.runs, name
+        budgets = set(plan.grid_config.budgets)
+        for run in plan.runs:
+            cfg = run.config
+            n = preset(run.model).non_embedding_params
+            tokens = cfg["budget"]["steps"] * cfg["trainer"]["global_batch_size"] * cfg["trainer"]["seq_len"]
+            assert cfg["budget"]["non_embedding_params"] == n
+            assert cfg["budget"]["tokens"] == tokens
+            assert cfg["budget"]["flops"] == pytest.approx(6 * n * tokens)
+            assert cfg["budget"]["flops_budget"] in budgets
+            assert abs(6 * n * tokens / cfg["budget"]["flops_budget"] - 1) <= 0.01, (name, run.name)
+
+
+def test_arm_and_mdm_twins_differ_only_in_objective(plans):
+    for name, plan in plans.items():
+        points: dict = {}
+        for run in plan.runs:
+            point = (run.config["model"]["d_model"], run.config["model"]["n_layers"], run.budget.flops_budget, run.seed)
+            points.setdefault(point, {})[run.objective] = run
+        for point, twins in points.items():
+            assert set(twins) == {"arm", "mdm"}, (name, point)
+            arm, mdm = twins["arm"], twins["mdm"]
+            assert arm.budget == mdm.budget  # N, D, C, steps
+            assert arm.seed == mdm.seed and arm.key != mdm.key
+            assert arm.config["model"]["causal"] is True and mdm.config["model"]["causal"] is False
+            for section in ("data", "optim", "schedule", "mdm", "trainer", "budget", "eval", "tracking"):
+                assert json.dumps(arm.config[section], sort_keys=True) == json.dumps(mdm.config[section], sort_keys=True)
+            strip = lambda m: {k: v for k, v in m.items() if k not in ("name", "causal")}  # noqa: E731
+            assert strip(arm.config["model"]) == strip(mdm.config["model"])
+
+
+def test_scaling_1b_is_the_paper_study(plans):
+    plan = plans["scaling_1b"]
+    budgets = sorted(plan.grid_config.budgets)
+    assert len(budgets) >= 7
+    assert budgets[0] == pytest.approx(1e20) and budgets[-1] == pytest.approx(1e23)
+    steps = [math.log10(b) for b in budgets]
+    gaps = [b - a for a, b in zip(steps, steps[1:])]
+    assert max(gaps) - min(gaps) < 0.01  # log-spaced
+    assert {(r.objective, r.model) for r in plan.runs} == {("arm", "arm-1b"), ("mdm", "llada-1b")}
+    cfg = plan.runs[0].config
+    assert cfg["trainer"]["seq_len"] == 4096
+    assert cfg["trainer"]["global_batch_size"] == 1280
+    assert cfg["schedule"]["kind"] == "wsd"
+    assert cfg["optim"]["weight_decay"] == pytest.approx(0.1)
+    assert cfg["eval"]["suite"] == "paper6"
+    assert cfg["model"]["n_layers"] == 22 and cfg["model"]["d_model"] == 2048  # LLaDA Table 5
+
+
+def test_isoflop_is_a_ladder_at_each_budget(plans):
+    plan = plans["isoflop"]
+    sizes_per_budget: dict = {}
+    for run in plan.runs:
+        sizes_per_budget.setdefault(run.budget.flops_budget, set()).add(run.budget.non_embedding_params)
+    assert len(sizes_per_budget) >= 3
+    assert all(len(sizes) >= 4 for sizes in sizes_per_budget.values())
+
+
+def test_smoke_is_cpu_and_toy_world(plans):
+    plan = plans["smoke"]
+    assert len(plan.grid_config.budgets) >= 3
+    cfg = plan.runs[0].config
+    assert cfg["data"]["source"] == "toyworld"
+    assert cfg["trainer"]["accelerator"] == "cpu" and cfg["trainer"]["precision"] == "32-true"
+    assert cfg["eval"]["suite"] == "toyworld"
+    assert max(r.budget.non_embedding_params for r in plan.runs) < 1_000_000
+
+
+def test_overrides_reach_every_run(tmp_path):
+    plan = plan_grid("smoke", ["trainer.precision=bf16-mixed", "budgets=[1e11,1e12]"], runs_dir=str(tmp_path))
+    assert {r.config["trainer"]["precision"] for r in plan.runs} == {"bf16-mixed"}
+    assert {r.budget.flops_budget for r in plan.runs} == {1e11, 1e12}
+
+
+def test_only_filters(tmp_path):
+    plan = plan_grid("scaling_1b", only=["objective=mdm", "budget=1e20,1e21"], runs_dir=str(tmp_path))
+    assert [(r.objective, r.budget.flops_budget) for r in plan.runs] == [("mdm", 1e20), ("mdm", 1e21)]
+    with pytest.raises(ValueError, match="no run of the grid matches"):
+        plan_grid("scaling_1b", only=["model=arm-7b"], runs_dir=str(tmp_path))
+    with pytest.raises(ValueError, match="FIELD=VALUE"):
+        plan_grid("scaling_1b", only=["size=1b"], runs_dir=str(tmp_path))
+
+
+@pytest.mark.parametrize(
+    ("grid", "overrides", "message"),
+    [
+        ("scaling_2b", [], r"unknown grid 'scaling_2b'.*Known grids: .*isoflop.*scaling_1b.*smoke"),
+        ("smoke", ["models=[tiny,huge-9b]"], r"unknown model preset 'huge-9b'.*Known presets"),
+        ("smoke", ["budgets=[1e6]"], r"too small for one optimizer step.*smallest budget"),
+        ("smoke", ["budgets=[-1e12]"], r"budget -1e\+12 must be a finite positive"),
+        ("smoke", ["budgets=[lots]"], r"budgets=\[lots\].*could not be converted"),
+        ("smoke", ["trainer.precison=bf16-mixed"], r"'precison' is not a key of trainer.*Did you mean precision"),
+        ("smoke", ["budget=[1e20]"], r"'budget' is not a key of the grid.*Did you mean budgets"),
+        ("smoke", ["data.toyworld.people=10"], r"'people' is not a key of data.toyworld"),
+        ("smoke", ["objectives=[arm,ar]"], r"objectives must be a non-empty subset"),
+        ("smoke", ["cluster_profile=moon"], r"unknown cluster profile 'moon'.*Known profiles"),
+        ("smoke", ["trainer.global_batch_size=15"], r"not a multiple of micro_batch_size"),
+        ("smoke", ["models=[{arm: arm-7b, mdm: llada-8b}]"], r"twins at one grid point must share"),
+        ("smoke", ["models=[{preset: tiny, size: 3}]"], r"models entry"),
+        ("smoke", ["trainer.seq_len"], r"not of the form key=value"),
+    ],
+)
+def test_bad_grid_input_is_a_clear_error(tmp_path, grid, overrides, message):
+    with pytest.raises(ValueError, match=message):
+        plan_grid(grid, overrides, runs_dir=str(tmp_path))
+    assert not any(tmp_path.iterdir())  # planning writes nothing
+
+
+def test_typo_in_a_grid_file_is_an_error(tmp_path):
+    text = (Path(__file__).resolve().parents[2] / "sweeps/grids/smoke.yaml").read_text()
+    bad = tmp_path / "typo.yaml"
+    bad.write_text(text.replace("global_batch_size:", "global_bacth_size:"))
+    with pytest.raises(ValueError, match="global_bacth_size"):
+        plan_grid(str(bad), runs_dir=str(tmp_path))
+
+
+def test_cluster_profile_missing_a_required_field(tmp_path):
+    profile = tmp_path / "half.yaml"
+    profile.write_text("partition: gpu\ntime_min: 60\nnodes: 1\ngpus_per_node: 8\ncpus_per_task: 8\nmem_gb: 100\n")
+    with pytest.raises(ValueError, match=r"missing required field\(s\): device, mfu, peak_tflops"):
+        plan_grid("smoke", runs_dir=str(tmp_path), profile=str(profile))
+
+
+def test_model_entries_with_overrides_and_seeds(tmp_path):
+    overrides = ["models=[{preset: cpu-1m, label: cpu-1m-deep, overrides: {n_layers: 8}}]", "seeds=[0,1]",
+                 "budgets=[1e13]"]
+    plan = plan_grid("smoke", overrides, runs_dir=str(tmp_path))
+    deep = preset("cpu-1m", n_layers=8)
+    assert {r.model for r in plan.runs} == {"cpu-1m-deep"}
+    assert {r.budget.non_embedding_params for r in plan.runs} == {deep.non_embedding_params}
+    assert deep.non_embedding_params > preset("cpu-1m").non_embedding_params
+    assert sorted((r.objective, r.seed) for r in plan.runs) == [("arm", 0), ("arm", 1), ("mdm", 0), ("mdm", 1)]
+    assert len({r.key for r in plan.runs}) == 4 and all(r.name.endswith(f"-s{r.seed}") for r in plan.runs)
+    with pytest.raises(ValueError, match="causal is set by the objective"):
+        plan_grid("smoke", ["models=[{preset: tiny, overrides: {causal: false}}]"], runs_dir=str(tmp_path))
+
+
+def test_single_objective_entries(tmp_path):
+    plan = plan_grid("scaling_1b", ["models=[{arm: arm-7b}, {mdm: llada-8b}]", "budgets=[1e22]"],
+                     runs_dir=str(tmp_path))
+    assert sorted((r.objective, r.model) for r in plan.runs) == [("arm", "arm-7b"), ("mdm", "llada-8b")]

@@ -1,0 +1,115 @@
+"""Run keys: stable across processes, sensitive to every resolved value, blind to where runs live."""
+
+from __future__ import annotations
+
+import copy
+import json
+import subprocess
+import sys
+
+import pytest
+
+from sweeps.plan import plan_grid, run_key
+
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def _leaves(tree, path=()):
+    if isinstance(tree, dict):
+        for k, v in tree.items():
+            yield from _leaves(v, path + (k,))
+    elif isinstance(tree, list) and tree:
+        for i, v in enumerate(tree):
+            yield from _leaves(v, path + (i,))
+    else:
+        yield path, tree
+
+
+def _perturbed(value):
+    if isinstance(value, bool):
+        return not value
+    if isinstance(value, int):
+        return value + 1
+    if isinstance(value, float):
+        return value * 1.0001 + 1e-9
+    if isinstance(value, str):
+        return value + "x"
+    if value is None:
+        return 1
+    if isinstance(value, (list, dict)):
+        return [1] if not value else None
+    raise TypeError(type(value))
+
+
+def test_keys_are_stable_across_processes(tmp_path):
+    here = {g: [r.key for r in plan_grid(g, runs_dir=str(tmp_path)).runs] for g in ("smoke", "scaling_1b")}
+    code = (
+        "import json, sys; from sweeps.plan import plan_grid; "
+        f"print(json.dumps({{g: [r.key for r in plan_grid(g, runs_dir=sys.argv[1]).runs] for g in ('smoke', 'scaling_1b')}}))"
+    )
+    # another process, another runs folder and hash seed: the same keys
+    out = subprocess.run([sys.executable, "-c", code, str(tmp_path / "elsewhere")], cwd=REPO_ROOT,
+                         env={"PYTHONHASHSEED": "123", "PATH": "/usr/bin:/bin"}, capture_output=True, text=True,
+                         check=True)
+    assert json.loads(out.stdout) == here
+    assert all(len(set(keys)) == len(keys) for keys in here.values())
+
+
+def test_key_changes_when_any_resolved_value_changes(tmp_path):
+    config = plan_grid("smoke", runs_dir=str(tmp_path)).runs[0].config
+    base = run_key(config)
+    checked = 0
+    for path, value in _leaves(config):
+        if path == ("out_dir",):
+            continue
+        changed = copy.deepcopy(config)
+        node = changed
+        for part in path[:-1]:
+            node = node[part]
+        node[path[-1]] = _perturbed(value)
+        assert run_key(changed) != base, path
+        checked += 1
+    assert checked > 60  # every section's leaves, not a handful
+    moved = dict(config, out_dir="/somewhere/else")
+    assert run_key(moved) == base
+
+
+def test_key_follows_overrides_but_not_siblings(tmp_path):
+    plain = {r.name: r.key for r in plan_grid("smoke", runs_dir=str(tmp_path)).runs}
+    fewer = {r.name: r.key for r in plan_grid("smoke", ["budgets=[1e11]"], runs_dir=str(tmp_path)).runs}
+    assert fewer and all(plain[name] == key for name, key in fewer.items())  # other grid points do not matter
+    lr = {r.name: r.key for r in plan_grid("smoke", ["optim.lr=1e-3"], runs_dir=str(tmp_path)).runs}
+    assert not set(lr.values()) & set(plain.values())
+    elsewhere = {r.name: r.key for r in plan_grid("smoke", runs_dir=str(tmp_path / "other")).runs}
+    assert elsewhere == plain
+
+
+def test_written_config_reads_back_to_the_same_key(tmp_path):
+    from studies.run import config_yaml, load_run_config
+    from omegaconf import OmegaConf
+
+    for run in plan_grid("smoke", runs_dir=str(tmp_path)).runs[:2]:
+        path = run.write_config()
+        loaded = load_run_config(path)
+        assert run_key(OmegaConf.to_container(OmegaConf.structured(loaded))) == run.key
+        assert path.read_text() == config_yaml(loaded)  # what studies.run compares before it trains
+        assert str(run.out_dir).endswith(run.key)
+
+
+def test_run_key_rejects_nan():
+    with pytest.raises(ValueError):
+        run_key({"budget": {"flops": float("nan")}})
+
+
+@pytest.mark.parametrize("grid", ["smoke", "scaling_1b", "isoflop"])
+def test_planned_config_is_what_omegaconf_makes_of_the_run(tmp_path, grid):
+    """The planner's fast conversion equals the schema's own (the YAML a job reads hashes the same)."""
+    from omegaconf import OmegaConf
+
+    runs = plan_grid(grid, runs_dir=str(tmp_path)).runs
+    for run in (runs[0], runs[-1]):
+        slow = OmegaConf.to_container(OmegaConf.structured(run.run_config), resolve=True)
+        assert json.dumps(slow, sort_keys=True) == json.dumps(run.config, sort_keys=True)  # 1 and 1.0 differ here
+        assert run_key(slow) == run.key

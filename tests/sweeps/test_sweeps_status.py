@@ -1,0 +1,95 @@
+"""sweeps/status.py and sweeps/state.py: where runs stand, from run folders, the sweep log and processes."""
+
+from __future__ import annotations
+
+import json
+import pickle
+import subprocess
+import sys
+
+import pytest
+
+from sweeps import launcher, status
+from sweeps.plan import plan_grid
+from sweeps.records import SweepLog, local_job_id
+from sweeps.state import log_progress, run_states
+
+
+def _rows(capsys) -> dict[str, dict]:
+    return {row["name"]: row for row in json.loads(capsys.readouterr().out)}
+
+
+def test_status_after_a_partly_failed_local_launch(tmp_path, fake_command, monkeypatch, capsys):
+    monkeypatch.setenv("FAKE_FAIL_OBJECTIVE", "mdm")
+    launcher.main(["--grid", "smoke", "--cluster", "local", "--runs-dir", str(tmp_path), "--only", "budget=1e11"],
+                  command=fake_command)
+    capsys.readouterr()
+    assert status.main(["--grid", "smoke", "--runs-dir", str(tmp_path), "--format", "json"]) == 0
+    rows = _rows(capsys)
+    assert rows["arm-tiny-1e+11"]["state"] == "finished"
+    failed = rows["mdm-tiny-1e+11"]
+    assert failed["state"] == "failed" and "exited with code 3" in failed["detail"]
+    assert failed["log"].endswith("run.log") and "fake failure" in open(failed["log"]).read()
+    assert {rows[n]["state"] for n in rows if "1e+11" not in n} == {"planned"}
+
+    assert status.main(["--grid", "smoke", "--runs-dir", str(tmp_path)]) == 0
+    table = capsys.readouterr().out
+    assert "1 finished, 1 failed, 4 planned" in table and failed["log"] in table
+
+
+def test_running_local_run_shows_progress_then_failure_when_killed(tmp_path, capsys):
+    plan = plan_grid("smoke", runs_dir=str(tmp_path), only=["budget=1e11", "objective=arm"])
+    [run] = plan.runs
+    run.out_dir.mkdir(parents=True)
+    log_file = run.out_dir / "run.log"
+    log_file.write_bytes(b"tokenize: 100%|####| 300/300 [00:00]\nEpoch 0:  40%|####      | 35/88 [00:10<00:15]\r")
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        import socket
+
+        SweepLog(plan.sweep_dir).submitted(run.key, run.name, local_job_id(proc.pid), "local", pid=proc.pid,
+                                           host=socket.gethostname(), log=str(log_file))
+        state = run_states(plan.runs, SweepLog(plan.sweep_dir).latest())[run.key]
+        assert (state.state, state.progress) == ("running", "35/88 (40%)")
+    finally:
+        proc.kill()
+        proc.wait()
+    state = run_states(plan.runs, SweepLog(plan.sweep_dir).latest())[run.key]
+    assert state.state == "failed" and "without an exit record" in state.detail
+
+
+def test_progress_reads_lightnings_rich_bar(tmp_path):
+    log = tmp_path / "run.log"
+    log.write_bytes("Epoch 0/-2 ━━━━━━━━━ 61/88 0:00:31 • 0:00:14 1.95it/s v_num: 0.000\n".encode())
+    assert log_progress(str(log)) == "61/88 (69%)"
+    assert log_progress(str(log), steps=122) == "61/122 (50%)"
+    assert log_progress(str(tmp_path / "missing.log")) is None
+
+
+def test_slurm_records_map_to_states(tmp_path, monkeypatch):
+    """SLURM's answer (squeue) and submitit's result pickle decide the state of a submitted job."""
+    import sweeps.state as state_module
+
+    plan = plan_grid("smoke", runs_dir=str(tmp_path), only=["budget=1e11"])
+    arm, mdm = plan.runs
+    log = SweepLog(plan.sweep_dir)
+    error_pickle = tmp_path / "77_1_0_result.pkl"
+    error_pickle.write_bytes(pickle.dumps(("error", "Traceback ...\nRuntimeError: studies.run exited with code 1")))
+    log.submitted(arm.key, arm.name, "77_0", "slurm", log="/x/77_0_0_log.err", result_pickle=str(tmp_path / "none.pkl"))
+    log.submitted(mdm.key, mdm.name, "77_1", "slurm", log="/x/77_1_0_log.err", result_pickle=str(error_pickle))
+
+    cases = {
+        "queue lists both": ({"77_0": "PENDING", "77_1": "RUNNING"}, ("queued", "running")),
+        "queue is empty": ({}, ("failed", "failed")),
+        "no squeue here": (None, ("unknown", "failed")),
+    }
+    for name, (queue, expected) in cases.items():
+        monkeypatch.setattr(state_module, "squeue_states", lambda ids, q=queue: q)
+        states = run_states(plan.runs, log.latest())
+        assert (states[arm.key].state, states[mdm.key].state) == expected, name
+    assert "RuntimeError: studies.run exited with code 1" in states[mdm.key].detail
+
+
+def test_status_of_a_bad_grid_is_an_error(tmp_path, capsys):
+    assert status.main(["--grid", "smok", "--runs-dir", str(tmp_path)]) == 2
+    assert "Did you mean smoke" in capsys.readouterr().err
