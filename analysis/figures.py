@@ -14,6 +14,8 @@ plain ``matplotlib.figure.Figure`` objects on the Agg canvas (no pyplot state, n
 
 from __future__ import annotations
 
+from typing import Callable
+
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -25,7 +27,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
-from matplotlib.ticker import LogLocator, PercentFormatter
+from matplotlib.ticker import LogLocator, NullFormatter, PercentFormatter
 
 from analysis.bootstrap import bootstrap_fit, compute_multiplier_interval
 from analysis.fits import fit_accuracy, fit_isoflop, fit_loss_frontier
@@ -38,7 +40,9 @@ OBJECTIVE_STYLE = {
     "mdm": {"color": "#D55E00", "marker": "s", "label": "MDM"},
 }
 TASK_TITLES = {"mmlu": "MMLU", "arc_c": "ARC-C", "arc_challenge": "ARC-C", "cmmlu": "CMMLU",
-               "piqa": "PIQA", "gsm8k": "GSM8K", "humaneval": "HumanEval", "validation": "Validation"}
+               "piqa": "PIQA", "gsm8k": "GSM8K", "humaneval": "HumanEval", "validation": "Validation",
+               "toy_mc": "Toy MC", "toy_forward": "Toy forward", "toy_reverse": "Toy reversal",
+               "toy_arithmetic": "Toy arithmetic"}
 FLOPS_LABEL = "Training FLOPs (6ND)"
 PARAMS_LABEL = "Non-embedding parameters"
 COLUMN_WIDTH_IN, PAGE_WIDTH_IN = 3.3, 6.75
@@ -108,6 +112,11 @@ def _new_figure(width: float, height: float) -> Figure:
 def _log_flops_axis(ax, label: bool = True) -> None:
     ax.set_xscale("log")
     ax.xaxis.set_major_locator(LogLocator(base=10, numticks=12))
+    ax.xaxis.set_minor_formatter(NullFormatter())  # minor labels collide within a decade
+    low, high = ax.get_xlim()
+    if np.floor(np.log10(high)) < np.ceil(np.log10(low)):
+        # no power of ten in view (e.g. a single budget): widen to the enclosing ones
+        ax.set_xlim(10 ** np.floor(np.log10(low)), 10 ** np.ceil(np.log10(high)))
     if label:
         ax.set_xlabel(FLOPS_LABEL)
     ax.grid(True, which="major")
@@ -131,9 +140,9 @@ def save_figure(fig: Figure, path: str | Path) -> list[Path]:
     return written
 
 
-def _bootstrap(fit_fn, *arrays, where: str, **kwargs):
+def _bootstrap(fit_fn, *arrays, where: str, bootstrap: Callable = bootstrap_fit, **kwargs):
     try:
-        return bootstrap_fit(fit_fn, *arrays, **kwargs)
+        return bootstrap(fit_fn, *arrays, **kwargs)
     except ValueError as err:
         raise ValueError(f"{where}: {err}. Pass fit=False to plot the points alone") from None
 
@@ -158,7 +167,7 @@ def plot_task_scaling(df: pd.DataFrame, chance: Mapping[str, float], *, tasks=No
                       metric: str | Mapping[str, str] = "accuracy", max_score: float = 1.0,
                       fit: bool = True, n_resamples: int = 200, confidence: float = 0.9,
                       seed: int = 0, resample: str = "runs", ncols: int = 3,
-                      task_loss_metric: str | None = None,
+                      task_loss_metric: str | None = None, bootstrap: Callable = bootstrap_fit,
                       out: str | Path | None = None) -> Figure:
     """One panel per task: accuracy vs training FLOPs for ARM and MDM, sigmoid fits with bands.
 
@@ -209,7 +218,7 @@ def plot_task_scaling(df: pd.DataFrame, chance: Mapping[str, float], *, tasks=No
                         fit_accuracy, x, y, chance=float(chance[task]), max_score=max_score, **extra,
                         n_resamples=n_resamples, confidence=confidence, seed=seed,
                         groups=pts["run_id"].to_numpy() if resample == "runs" else None,
-                        where=f"task {task!r}, objective {objective!r}")
+                        where=f"task {task!r}, objective {objective!r}", bootstrap=bootstrap)
                     _draw_fit(ax, boot, _fit_grid(x), style, objective)
             ax.axhline(chance[task], color="0.45", linestyle=":", linewidth=0.9, gid="chance")
             _log_flops_axis(ax, label=i >= len(tasks) - ncols)
@@ -249,6 +258,7 @@ def _task_loss(df: pd.DataFrame, pts: pd.DataFrame, task: str, metric: str) -> n
 def plot_loss_vs_compute(df: pd.DataFrame, *, task: str = "validation", metric: str = "loss",
                          fit: bool = True, n_resamples: int = 200, confidence: float = 0.9,
                          seed: int = 0, multiplier_level: float | None = None,
+                         bootstrap: Callable = bootstrap_fit,
                          out: str | Path | None = None) -> Figure:
     """Loss curves of every run against FLOPs; a power law through each objective's frontier.
 
@@ -278,7 +288,7 @@ def plot_loss_vs_compute(df: pd.DataFrame, *, task: str = "validation", metric: 
                     final["non_embedding_params"].to_numpy(float), final["value"].to_numpy(float),
                     budget=final["flops_budget"].to_numpy(float),
                     n_resamples=n_resamples, confidence=confidence, seed=seed,
-                    where=f"{task}/{metric}, objective {objective!r}")
+                    where=f"{task}/{metric}, objective {objective!r}", bootstrap=bootstrap)
                 _draw_fit(ax, boots[objective], _fit_grid(final["flops"].to_numpy(float)), style,
                           objective)
         if {"arm", "mdm"} <= set(boots):

@@ -36,6 +36,8 @@ class TrainerConfig:
     num_workers: int = 2
     progress_bar: bool = True
     compile: bool = False
+    # Dense peak of one device (e.g. 989e12 for an H100 SXM in bf16): enables the perf/mfu metric.
+    peak_flops_per_device: Optional[float] = None
 
 
 @dataclass

@@ -72,8 +72,10 @@ def run(cfg: RunConfig, callbacks: list | None = None) -> dict:
     from lightning.pytorch.callbacks import ModelCheckpoint
     from lightning.pytorch.loggers import CSVLogger
 
+    from models.config import training_flops_per_token
     from models.lightning import LanguageModel
     from studies.callbacks import DataEpochs
+    from studies.preemption import CheckpointAndRequeue, cluster_plugins
     from studies.data.loader import TokenDataModule
     from studies.data.prepare import load_metadata, prepare_dataset
 
@@ -95,7 +97,10 @@ def run(cfg: RunConfig, callbacks: list | None = None) -> dict:
         schedule=dataclasses.asdict(cfg.schedule),
         mdm=dataclasses.asdict(cfg.mdm),
         seed=cfg.seed,
+        peak_flops_per_second=t.peak_flops_per_device,
     )
+    if t.compile:
+        module.model.compile()  # in place: parameter names (and checkpoints) stay unchanged
     datamodule = TokenDataModule(
         data_dir,
         seq_len=t.seq_len,
@@ -139,6 +144,7 @@ def run(cfg: RunConfig, callbacks: list | None = None) -> dict:
         callbacks=[
             *(callbacks or []),
             DataEpochs(),
+            CheckpointAndRequeue(checkpoints / "last.ckpt"),  # SLURM --signal / preemption
             *([evaluation] if evaluation is not None else []),
             ModelCheckpoint(
                 dirpath=checkpoints,
@@ -149,6 +155,7 @@ def run(cfg: RunConfig, callbacks: list | None = None) -> dict:
             )
         ],
         default_root_dir=out,
+        plugins=cluster_plugins(),  # ranks from SLURM when srun started the run
     )
     last = checkpoints / "last.ckpt"
     try:
@@ -157,8 +164,9 @@ def run(cfg: RunConfig, callbacks: list | None = None) -> dict:
         trainer.save_checkpoint(final)
         train_metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
         validation = trainer.validate(module, datamodule=datamodule, verbose=False)
-    except BaseException:
-        if tracker is not None and trainer.global_rank == 0:
+    except BaseException as error:
+        # SystemExit: checkpointed and requeued (studies.preemption); the MLflow run stays open
+        if tracker is not None and trainer.global_rank == 0 and not isinstance(error, SystemExit):
             tracker.finish("FAILED")
         raise
     result = {
@@ -169,7 +177,7 @@ def run(cfg: RunConfig, callbacks: list | None = None) -> dict:
         "seed": cfg.seed,
         "steps": trainer.global_step,
         "tokens": trainer.global_step * t.global_batch_size * t.seq_len,
-        "flops": 6.0 * cfg.model.non_embedding_params * trainer.global_step * t.global_batch_size * t.seq_len,
+        "flops": training_flops_per_token(model_config) * trainer.global_step * t.global_batch_size * t.seq_len,
         "flops_budget": cfg.budget.flops_budget,
         "non_embedding_params": cfg.model.non_embedding_params,
         "train_loss": train_metrics.get("train/loss"),

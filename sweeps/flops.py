@@ -21,7 +21,8 @@ import math
 from dataclasses import dataclass
 from numbers import Real
 
-FLOPS_PER_PARAM_PER_TOKEN = 6  # forward 2 + backward 4 (Kaplan et al. 2020, C = 6ND)
+from models.config import FLOPS_PER_PARAM_PER_TOKEN, attention_flops_per_token
+
 DEFAULT_TOLERANCE = 0.01
 
 
@@ -33,15 +34,6 @@ def training_flops(non_embedding_params: int, tokens: float) -> float:
 def tokens_for_budget(flops_budget: float, non_embedding_params: int) -> float:
     """D = C / (6 N): the training tokens a budget buys, before rounding to whole steps."""
     return flops_budget / (FLOPS_PER_PARAM_PER_TOKEN * non_embedding_params)
-
-
-def attention_flops_per_token(n_layers: int, seq_len: int, d_model: int) -> int:
-    """Attention scores (QK^T) and values (AV), forward and backward: 12 * n_layers * L * d_model.
-
-    PaLM's MFU accounting (Chowdhery et al. 2022, App. B); counted for a full L x L attention
-    matrix, which is what both a causal ARM kernel's nominal cost and a bidirectional MDM cost.
-    """
-    return 12 * n_layers * seq_len * d_model
 
 
 def model_flops_per_token(non_embedding_params: int, n_layers: int, seq_len: int, d_model: int) -> int:

@@ -61,6 +61,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--cluster", choices=("auto", "slurm", "local"), default="auto",
                         help="slurm (submitit job array), local (subprocesses here), auto: slurm when sbatch is on PATH")
     parser.add_argument("--retry-failed", action="store_true", help="also resubmit runs that failed")
+    parser.add_argument("--emit-sbatch", metavar="DIR", default=None,
+                        help="submit nothing; write DIR/array.sbatch (a job array) and the per-run configs of the "
+                             "runs not finished yet, for `sbatch DIR/array.sbatch` (see sweeps/sbatch.py)")
     return parser
 
 
@@ -101,6 +104,21 @@ def main(argv: Optional[Sequence[str]] = None, *, command: Sequence[str] = RUN_C
         for r in failed:
             s = states[r.key]
             say(f"  {r.key} {r.name}: {s.detail}" + (f"; log: {s.log}" if s.log else ""))
+
+    if args.emit_sbatch:
+        from sweeps.sbatch import emit_sbatch
+
+        pending = [r for r in plan.runs if states[r.key].state != "finished"]
+        if not pending:
+            say(f"nothing to write: all {len(plan.runs)} runs of grid {plan.grid} finished ({plan.runs_root})")
+            return 0
+        try:
+            script = emit_sbatch(pending, plan.profile, plan.grid, args.emit_sbatch, profile_name=plan.profile_name)
+        except ValueError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        say(f"wrote {script} ({len(pending)} run(s), profile {plan.profile_name}); submit with: sbatch {script}")
+        return 0
 
     if args.dry_run:
         import shutil

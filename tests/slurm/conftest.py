@@ -13,12 +13,16 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import sys
 import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+
+# The tests import their job helpers (slurm_jobs.py) from this folder.
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 UP_SCRIPT = REPO_ROOT / "slurm" / "dev-cluster" / "up.sh"
@@ -161,3 +165,17 @@ def slurm_cluster() -> SlurmCluster:
             time.sleep(1)
     node, _, cpus = _usable_nodes()[0]
     return SlurmCluster(partition=PARTITION, node=node, cpus=cpus)
+
+
+
+@pytest.fixture(scope="session")
+def data_cache(tmp_path_factory) -> Path:
+    """A data cache holding the tiny toy world of ``tests/run_configs.py``, prepared once.
+
+    Preparing it here, before any job starts, keeps concurrent jobs from building it at once."""
+    from run_configs import tiny_run_config
+    from studies.data.prepare import prepare_dataset
+
+    cache = tmp_path_factory.mktemp("slurm-data-cache")
+    prepare_dataset(tiny_run_config(cache / "unused", cache).data)
+    return cache

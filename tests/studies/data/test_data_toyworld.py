@@ -29,8 +29,13 @@ def _person_by_name(world):
 def test_default_sizes_are_modest(world):
     chars = sum(len(d) for d in world.train_documents)
     assert 100_000 < chars < 3_000_000
+    cfg = ToyWorldConfig()
+    held_out = sum(not p.in_qa for p in world.people)
+    assert held_out == round(cfg.num_people * (1 - cfg.qa_fraction))
+    people_items = min(cfg.task_items, held_out)
     assert {name: len(items) for name, items in world.tasks.items()} == {
-        "toy_forward": 200, "toy_reverse": 200, "toy_mc": 200, "toy_arithmetic": 200}
+        "toy_forward": people_items, "toy_reverse": people_items, "toy_mc": people_items,
+        "toy_arithmetic": cfg.task_items}
 
 
 def test_same_seed_same_world_and_different_seed_differs():

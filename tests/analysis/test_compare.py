@@ -1,0 +1,105 @@
+"""python analysis/compare.py end to end on MLflow stores with known curves: figures, tables,
+fits and compute multipliers are written and logged; thin grids get a message, not a traceback."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from matplotlib.image import imread
+from mlflow.tracking import MlflowClient
+
+from analysis.compare import main
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_full_grid_writes_figures_tables_fits_and_multipliers_and_logs_them(isoflop_grid, tmp_path, capsys):
+    out = tmp_path / "out"
+    code = main(["--grid", isoflop_grid.grid, "--runs-dir", str(isoflop_grid.runs_dir), "--out", str(out),
+                 "--n-resamples", "24"])
+    printed = capsys.readouterr().out
+    assert code == 0
+    assert str(out.resolve()) in printed
+    # the excluded runs and the NaN score are reported, not silently dropped
+    assert "1 x runs with status RUNNING" in printed and "1 x runs with status FAILED" in printed
+    assert "1 x score rows with a NaN/inf value" in printed
+
+    for name in ("task_scaling", "loss_vs_compute", "isoflop"):
+        for suffix in (".png", ".pdf"):
+            assert (out / f"{name}{suffix}").stat().st_size > 10_000, name
+        height, width = imread(out / f"{name}.png").shape[:2]
+        assert width > 900 and height > 300  # 300 dpi at column/page width
+    for name in ("scores", "fits", "multipliers", "held_out"):
+        assert (out / f"{name}.csv").is_file() and (out / f"{name}.md").read_text().startswith("| ")
+
+    # every finished run is in the scores table: 2 objectives x 4 budgets x 3 sizes
+    scores = pd.read_csv(out / "scores.csv")
+    val = scores[(scores["task"] == "validation") & (scores["metric"] == "loss")]
+    assert val["n_runs"].sum() == len(isoflop_grid.finished) == 24
+    assert set(scores["task"]) == {"validation", "toy_mc", "toy_arithmetic"}
+
+    fits = pd.read_csv(out / "fits.csv").set_index(["quantity", "objective", "parameter"])
+    assert fits.loc[("validation/loss", "arm", "alpha"), "estimate"] == pytest.approx(0.15, abs=0.02)
+    assert fits.loc[("toy_mc/acc", "arm", "midpoint"), "estimate"] == pytest.approx(16.5, abs=0.1)
+    assert (fits["low"] <= fits["estimate"]).all() and (fits["estimate"] <= fits["high"]).all()
+
+    # MDM's curves are ARM's at 1/16 of the compute: the multipliers recover the factor
+    multipliers = pd.read_csv(out / "multipliers.csv").set_index("quantity")
+    loss = multipliers.loc["validation/loss"]
+    assert loss["estimate"] == pytest.approx(isoflop_grid.mdm_multiplier, rel=0.25)
+    assert loss["low"] < isoflop_grid.mdm_multiplier < loss["high"]
+    for quantity in ("toy_mc/acc", "toy_arithmetic/exact_match"):
+        row = multipliers.loc[quantity]
+        assert 1 < row["low"] <= row["estimate"] <= row["high"]
+        assert row["low"] < isoflop_grid.mdm_multiplier < row["high"]
+
+    held_out = pd.read_csv(out / "held_out.csv")
+    assert set(held_out["quantity"]) == {"toy_mc/acc", "toy_arithmetic/exact_match"}
+    assert (held_out["held_out_budget"] == max(isoflop_grid.budgets)).all()
+    assert "validation/loss, ARM: no held-out check; it needs 5 budgets" in printed
+
+    report = (out / "report.md").read_text()
+    assert "![isoflop](isoflop.png)" in report and "C_MDM / C_ARM" in report
+
+    client = MlflowClient(isoflop_grid.uri)
+    logged = {Path(a.path).name for a in client.list_artifacts(isoflop_grid.parent_run_id, "analysis")}
+    assert {"task_scaling.png", "loss_vs_compute.pdf", "scores.csv", "report.md"} <= logged
+
+
+def test_a_single_budget_gives_the_table_and_points_with_a_message_and_no_fit(synthetic_grid, capsys):
+    grid = synthetic_grid(budgets=(1e16,), sizes=(0.5, 1.0, 2.0), extras=False)
+    code = main(["--grid", grid.grid, "--runs-dir", str(grid.runs_dir), "--no-log"])
+    printed = capsys.readouterr().out
+    out = grid.runs_dir / grid.grid / "analysis"  # the default output folder
+    assert code == 0
+    assert "no fits: a scaling fit needs at least 3 budgets per objective and the grid has ARM 1, MDM 1" in printed
+    assert (out / "scores.csv").is_file() and (out / "task_scaling.png").is_file()
+    assert not (out / "fits.csv").exists() and not (out / "multipliers.csv").exists()
+    assert len(pd.read_csv(out / "scores.csv").query("task == 'validation'")) == 6
+    assert not MlflowClient(grid.uri).list_artifacts(grid.parent_run_id)
+
+
+def test_a_grid_without_finished_runs_exits_with_a_message(synthetic_grid, capsys):
+    grid = synthetic_grid(budgets=(1e16,), objectives=(), extras=True)  # one RUNNING, one FAILED
+    code = main(["--grid", grid.grid, "--runs-dir", str(grid.runs_dir)])
+    err = capsys.readouterr().err
+    assert code == 1
+    assert "has no finished runs with scores" in err and "1 FAILED, 1 RUNNING" in err
+    assert "--include-running" in err and "Traceback" not in err
+
+    assert main(["--grid", "missing", "--runs-dir", str(grid.runs_dir)]) == 1
+    assert "no MLflow experiment named 'missing'" in capsys.readouterr().err
+
+
+def test_help_runs_as_a_script_without_heavy_imports():
+    done = subprocess.run([sys.executable, "analysis/compare.py", "--help"], cwd=ROOT, capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode == 0 and "--grid" in done.stdout and "--n-resamples" in done.stdout
+    probe = ("import sys, analysis.compare, analysis.runs; "
+             "print(sorted(m for m in ('mlflow', 'matplotlib', 'torch') if m in sys.modules))")
+    done = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert done.stdout.strip() == "[]", done.stderr
