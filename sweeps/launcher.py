@@ -61,6 +61,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--cluster", choices=("auto", "slurm", "local"), default="auto",
                         help="slurm (submitit job array), local (subprocesses here), auto: slurm when sbatch is on PATH")
     parser.add_argument("--retry-failed", action="store_true", help="also resubmit runs that failed")
+    parser.add_argument("--no-analysis", action="store_true",
+                        help="after a local sweep, skip the comparison (analysis/compare.py) of the grid")
     parser.add_argument("--emit-sbatch", metavar="DIR", default=None,
                         help="submit nothing; write DIR/array.sbatch (a job array) and the per-run configs of the "
                              "runs not finished yet, for `sbatch DIR/array.sbatch` (see sweeps/sbatch.py)")
@@ -80,7 +82,8 @@ def main(argv: Optional[Sequence[str]] = None, *, command: Sequence[str] = RUN_C
 
     try:
         plan = plan_grid(args.grid, args.overrides, runs_dir=args.runs_dir, only=args.only, profile=args.profile)
-        cluster = None if args.dry_run else resolve_cluster(args.cluster)
+        slurm_profile = plan.profile.executor == "slurm"
+        cluster = None if args.dry_run else resolve_cluster(args.cluster, slurm_profile)
         if cluster == "slurm":
             from sweeps.profiles import check_resources
 
@@ -125,7 +128,10 @@ def main(argv: Optional[Sequence[str]] = None, *, command: Sequence[str] = RUN_C
 
         has_sbatch = shutil.which("sbatch") is not None
         if args.cluster == "auto":
-            target = "slurm (sbatch is on PATH)" if has_sbatch else "local (no sbatch on PATH)"
+            if not slurm_profile:
+                target = f"local (profile {plan.profile_name} is for this machine)"
+            else:
+                target = "slurm (sbatch is on PATH)" if has_sbatch else "local (no sbatch on PATH)"
         else:
             target = args.cluster + ("" if has_sbatch or args.cluster == "local" else ", which needs sbatch on PATH")
         say(f"dry run: nothing submitted (executor: {target})")
@@ -176,7 +182,32 @@ def main(argv: Optional[Sequence[str]] = None, *, command: Sequence[str] = RUN_C
         f"{len(finished)} skipped (already finished); runs in {plan.runs_root}")
     for o in bad:
         say(f"  failed: {o.name} ({o.run_key}), exit code {o.returncode}; log: {o.log}")
+    if not bad and not args.no_analysis:
+        _compare(plan, say)
     return 1 if bad else 0
+
+
+def _compare(plan, say) -> None:
+    """The comparison of a finished local sweep: scores per task, budget and objective, fits where
+    the budgets allow, figures; the same as ``python analysis/compare.py --grid NAME``."""
+    from analysis.compare import compare
+
+    tracking = plan.grid_config.tracking
+    if not tracking.enabled:
+        return
+    try:
+        result = compare(plan.grid, tracking_uri=tracking.uri, runs_dir=plan.runs_root.parent,
+                         experiment=tracking.experiment)
+    except ValueError as exc:
+        say(f"analysis skipped: {exc}")
+        return
+    scores = result.out_dir / "scores.md"
+    if scores.exists():
+        say("\n" + scores.read_text())
+    for message in result.messages:
+        say(f"note: {message}")
+    figures = [f for f in result.files if f.suffix == ".png"]
+    say(f"analysis: {len(result.files)} files in {result.out_dir}" + (f"; figure: {figures[0]}" if figures else ""))
 
 
 __all__ = ["add_plan_arguments", "build_parser", "main"]

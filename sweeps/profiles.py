@@ -36,6 +36,9 @@ class ClusterProfile:
     peak_tflops: float = MISSING  # per device
     mfu: float = MISSING  # assumed model FLOPs utilisation for the estimate
     description: str = ""
+    # What `--cluster auto` picks where sbatch is on PATH: "slurm", or "local" for a profile that
+    # describes this machine (so the smoke grid runs here even where a SLURM client is installed).
+    executor: str = "slurm"
     account: Optional[str] = None
     qos: Optional[str] = None
     constraint: Optional[str] = None
@@ -86,6 +89,8 @@ def check_profile(profile: ClusterProfile, path: Path | str = "profile") -> None
         raise ValueError(f"cluster profile {path}: gpus_per_node >= 0, mem_gb > 0 and peak_tflops > 0 needed")
     if not 0 < profile.mfu <= 1:
         raise ValueError(f"cluster profile {path}: mfu must be in (0, 1], got {profile.mfu}")
+    if profile.executor not in ("slurm", "local"):
+        raise ValueError(f"cluster profile {path}: executor must be slurm or local, got {profile.executor!r}")
 
 
 def check_resources(profile: ClusterProfile, devices: int, num_nodes: int, name: str = "profile") -> None:

@@ -29,8 +29,10 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 RUN_COMMAND = (sys.executable, "-m", "studies.run")
 
 
-def resolve_cluster(choice: str) -> str:
-    """``auto`` is SLURM when ``sbatch`` is on PATH, else local; ``slurm`` without sbatch is an error."""
+def resolve_cluster(choice: str, slurm_profile: bool = True) -> str:
+    """``auto`` is SLURM when ``sbatch`` is on PATH and the cluster profile is a SLURM one, else
+    local: the ``local`` profile (``executor: local``) describes this machine, so the smoke grid runs
+    here even where a SLURM client is installed. ``slurm`` without sbatch is an error."""
     if choice not in ("auto", "slurm", "local"):
         raise ValueError(f"--cluster must be slurm, local or auto, got {choice!r}")
     has_sbatch = shutil.which("sbatch") is not None
@@ -40,7 +42,7 @@ def resolve_cluster(choice: str) -> str:
             "login node, start the dev cluster (slurm/dev-cluster), or use --cluster local"
         )
     if choice == "auto":
-        return "slurm" if has_sbatch else "local"
+        return "slurm" if has_sbatch and slurm_profile else "local"
     return choice
 
 

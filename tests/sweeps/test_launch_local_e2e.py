@@ -45,6 +45,34 @@ def test_smoke_grid_trains_checkpoints_and_is_idempotent(tmp_path, read_events):
         assert (out_dir / "checkpoints" / "final.ckpt").is_file()
         assert (out_dir / "config.yaml").is_file() and (out_dir / "run.log").stat().st_size > 0
 
+    # the whole chain: finished MLflow runs with downstream scores, nested under the launch's run
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{tmp_path / 'runs' / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("smoke")
+    records = client.search_runs([experiment.experiment_id])
+    launches = [r for r in records if r.data.tags.get("kind") == "launch"]
+    jobs = [r for r in records if r.data.tags.get("kind") != "launch"]
+    assert len(launches) == 1 and len(jobs) == 2
+    for job in jobs:
+        assert job.info.status == "FINISHED"
+        assert job.data.tags["mlflow.parentRunId"] == launches[0].info.run_id
+        for task in ("toy_mc", "toy_forward", "toy_reverse"):
+            assert 0.0 <= job.data.metrics[f"eval/{task}/acc"] <= 1.0
+        assert "eval/toy_arithmetic/exact_match" in job.data.metrics
+    # ...and the comparison the launch printed: the table and figure hold every run
+    analysis = tmp_path / "runs" / "smoke" / "analysis"
+    assert "analysis: " in first.stdout and str(analysis) in first.stdout
+    assert (analysis / "task_scaling.png").stat().st_size > 0
+    import csv
+
+    with open(analysis / "scores.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    assert {row["task"] for row in rows} >= {"toy_mc", "toy_forward", "toy_reverse", "toy_arithmetic", "validation"}
+    for task in ("toy_mc", "toy_forward", "toy_reverse", "toy_arithmetic", "validation"):
+        assert {row["objective"] for row in rows if row["task"] == task} == {"arm", "mdm"}, task
+    assert "| toy_reverse |" in first.stdout
+
     again = subprocess.run(argv, cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert again.returncode == 0, again.stderr
     assert "nothing to do: all 2 runs of grid smoke finished" in again.stdout

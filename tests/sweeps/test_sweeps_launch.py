@@ -167,6 +167,8 @@ def test_cluster_choice(tmp_path, monkeypatch, path_without_sbatch):
     sbatch.chmod(0o755)
     monkeypatch.setenv("PATH", f"{fake_bin}")
     assert resolve_cluster("auto") == "slurm" and resolve_cluster("local") == "local"
+    # a profile without a SLURM partition (the `local` profile) runs here even with sbatch on PATH
+    assert resolve_cluster("auto", slurm_profile=False) == "local"
 
 
 def test_second_local_launch_of_a_running_grid_is_refused(tmp_path, fake_command, read_events, capsys):
