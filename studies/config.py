@@ -31,6 +31,8 @@ class TrainerConfig:
     strategy: str = "auto"
     log_every_n_steps: int = 10
     val_every_n_steps: int = 500
+    # Validation windows: val_batches x micro_batch_size sequences in total, split across ranks, so
+    # every run validates on the same windows whatever its parallelism.
     val_batches: int = 20
     checkpoint_every_n_steps: int = 500
     num_workers: int = 2
