@@ -2,8 +2,9 @@
 
 submitit pickles a ``RunJob`` into the job folder; on the node it calls it in every task (one per
 device, so Lightning reads ranks from the SLURM environment). Before the time limit, and when SLURM
-preempts the job, submitit calls ``checkpoint()``: the default of ``Checkpointable`` resubmits the
-same callable, and ``studies.run`` resumes from the run's ``last.ckpt`` on the next start.
+preempts the job, the run saves ``checkpoints/last.ckpt`` after its current optimizer step
+(``studies.preemption``) and hands over to submitit, whose ``Checkpointable.checkpoint()`` resubmits
+the same callable; ``studies.run`` resumes from ``last.ckpt`` on the next start.
 """
 
 from __future__ import annotations
