@@ -114,8 +114,9 @@ def _log_flops_axis(ax, label: bool = True) -> None:
     ax.xaxis.set_major_locator(LogLocator(base=10, numticks=12))
     ax.xaxis.set_minor_formatter(NullFormatter())  # minor labels collide within a decade
     low, high = ax.get_xlim()
-    if np.floor(np.log10(high)) < np.ceil(np.log10(low)):
-        # no power of ten in view (e.g. a single budget): widen to the enclosing ones
+    if np.floor(np.log10(high)) - np.ceil(np.log10(low)) < 1:
+        # fewer than two powers of ten in view (a grid within one decade, or a single budget):
+        # widen to the enclosing ones so the axis carries at least two labels
         ax.set_xlim(10 ** np.floor(np.log10(low)), 10 ** np.ceil(np.log10(high)))
     if label:
         ax.set_xlabel(FLOPS_LABEL)

@@ -204,8 +204,14 @@ def _compare(plan, say) -> None:
     scores = result.out_dir / "scores.md"
     if scores.exists():
         say("\n" + scores.read_text())
+    no_fit = [m for m in result.messages if ": no fit (" in m]
     for message in result.messages:
-        say(f"note: {message}")
+        if message not in no_fit:
+            say(f"note: {message}")
+    if no_fit:
+        reason = no_fit[0].split(": no fit (", 1)[1].rstrip(")")
+        say(f"note: no fitted curve for {len(no_fit)} task/objective pair(s): {reason} "
+            f"(details in {result.out_dir / 'report.md'})")
     figures = [f for f in result.files if f.suffix == ".png"]
     say(f"analysis: {len(result.files)} files in {result.out_dir}" + (f"; figure: {figures[0]}" if figures else ""))
 

@@ -135,6 +135,7 @@ def test_run_that_exits_zero_without_result_is_failed(tmp_path, read_events, cap
         (["--grid", "smoke", "budgets=[abc]"], "could not be converted"),
         (["--grid", "smoke", "trainer.precison=16"], "does not exist"),
         (["--grid", "smoke", "--cluster", "slurm"], "--cluster slurm needs SLURM's sbatch on PATH"),
+        (["--grid", "smoke", "tracking.uri=http://127.0.0.1:9"], "server http://127.0.0.1:9 is unreachable"),
     ],
 )
 def test_bad_input_submits_nothing(tmp_path, fake_command, path_without_sbatch, capsys, args, message):
