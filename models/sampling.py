@@ -95,6 +95,18 @@ def _stop_at(generated: list[int], stops: list[list[int]]) -> int | None:
 
 
 @torch.no_grad()
+
+def _check_context(model, max_len, prompt_tokens: int, new_tokens: int, name: str) -> int:
+    """Prompt plus generated positions; a clear error when they exceed the model's context."""
+    total = prompt_tokens + new_tokens
+    limit = context_length(model, max_len)
+    if limit is not None and total > limit:
+        raise ValueError(
+            f"prompt ({prompt_tokens} tokens) + {name} ({new_tokens}) = {total} exceeds the model's context "
+            f"of {limit}; lower {name} or truncate the prompt"
+        )
+    return total
+
 def arm_generate(
     model: Model,
     prompt,
@@ -125,13 +137,7 @@ def arm_generate(
         raise ValueError("an empty prompt has nothing to condition on; prepend a BOS token")
     stops = [list(s) for s in stop_sequences if len(s)] + ([[eos_id]] if eos_id is not None else [])
     lengths = torch.tensor([len(p) for p in prompts])
-    total = int(lengths.max()) + max_new_tokens
-    limit = context_length(model, max_len)
-    if limit is not None and total > limit:
-        raise ValueError(
-            f"longest prompt ({int(lengths.max())} tokens) + max_new_tokens ({max_new_tokens}) = {total} "
-            f"exceeds the model's context of {limit}; lower max_new_tokens or truncate the prompt"
-        )
+    total = _check_context(model, max_len, int(lengths.max()), max_new_tokens, "max_new_tokens")
     device = model_device(model)
     tokens = torch.zeros(len(prompts), total, dtype=torch.long)
     for i, p in enumerate(prompts):
@@ -227,13 +233,7 @@ def generate(
     block_length, blocks, steps_per_block = check_generation(gen_length, steps, block_length)
     prompts, kind = _prompt_list(prompt)
     width = max(len(p) for p in prompts)
-    total = width + gen_length
-    limit = context_length(model, max_len)
-    if limit is not None and total > limit:
-        raise ValueError(
-            f"prompt ({width} tokens) + gen_length ({gen_length}) = {total} exceeds the model's context of "
-            f"{limit}; lower gen_length or truncate the prompt"
-        )
+    total = _check_context(model, max_len, width, gen_length, "gen_length")
     device = model_device(model)
     batch = len(prompts)
     x = torch.full((batch, total), mask_id, dtype=torch.long)

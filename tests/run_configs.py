@@ -1,9 +1,11 @@
-"""Tiny run configs for tests: a toy world small enough to prepare in seconds."""
+"""Test helpers for runs: tiny run configs (a toy world small enough to prepare in seconds) and
+callbacks that interrupt a run."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import lightning as L
 from omegaconf import OmegaConf
 
 from models.config import preset
@@ -30,3 +32,14 @@ def tiny_run_config(out_dir: Path, data_cache: Path, objective: str = "arm", ste
     }
     merged = OmegaConf.merge(base, values, sections)
     return OmegaConf.to_object(merged)
+
+
+class CrashAt(L.Callback):
+    """Raises inside training at optimizer step ``step``: a job that dies mid-run."""
+
+    def __init__(self, step):
+        self.step = step
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        if trainer.global_step == self.step:
+            raise RuntimeError("injected crash")

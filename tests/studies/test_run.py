@@ -5,11 +5,10 @@ from __future__ import annotations
 import csv
 import dataclasses
 
-import lightning as L
 import pytest
 import torch
 
-from run_configs import tiny_run_config
+from run_configs import CrashAt, tiny_run_config
 from studies.run import run
 
 
@@ -27,15 +26,6 @@ def train_losses(out_dir) -> dict[int, float]:
                 if row.get("train/loss"):
                     losses[int(row["step"])] = float(row["train/loss"])
     return losses
-
-
-class CrashAt(L.Callback):
-    def __init__(self, step):
-        self.step = step
-
-    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
-        if trainer.global_step == self.step:
-            raise RuntimeError("injected crash")
 
 
 @pytest.mark.parametrize("objective", ["arm", "mdm"])

@@ -11,7 +11,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from mlflow_server import MlflowServer
-from run_configs import tiny_run_config
+from run_configs import CrashAt, tiny_run_config
 from studies.run import run
 from studies.tracking import (
     PENDING_FILE,
@@ -70,15 +70,6 @@ def test_a_training_run_records_tags_params_metrics_and_artifacts(mlflow_server,
     artifacts = {a.path for a in client.list_artifacts(record.info.run_id)}
     assert {"config.yaml", "result.json", "data"} <= artifacts
     assert result["val_loss"] == pytest.approx(record.data.metrics["final/val_loss"])
-
-
-class CrashAt(L.Callback):
-    def __init__(self, step):
-        self.step = step
-
-    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
-        if trainer.global_step == self.step:
-            raise RuntimeError("injected crash")
 
 
 def test_a_restarted_run_continues_the_same_mlflow_run(mlflow_server, tmp_path, data_cache):
