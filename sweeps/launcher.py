@@ -17,7 +17,7 @@ from typing import Optional, Sequence
 from sweeps.plan import plan_grid
 from sweeps.records import SweepLog
 from sweeps.report import plan_json, plan_table, state_counts
-from sweeps.state import ACTIVE, run_states
+from sweeps.state import run_states
 from sweeps.submit import RUN_COMMAND, resolve_cluster, run_local, submit_slurm
 
 
@@ -98,7 +98,6 @@ def main(argv: Optional[Sequence[str]] = None, *, command: Sequence[str] = RUN_C
     print(plan_json(plan, states) if machine_readable else plan_table(plan, states), file=out)
 
     finished = [r for r in plan.runs if states[r.key].state == "finished"]
-    active = [r for r in plan.runs if states[r.key].state in ACTIVE]
     failed = [r for r in plan.runs if states[r.key].state == "failed"]
     todo = [r for r in plan.runs if states[r.key].state == "planned" or (args.retry_failed and r in failed)]
     say(f"{state_counts(states)}; to submit: {len(todo)}")

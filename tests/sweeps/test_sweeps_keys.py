@@ -47,7 +47,7 @@ def test_keys_are_stable_across_processes(tmp_path):
     here = {g: [r.key for r in plan_grid(g, runs_dir=str(tmp_path)).runs] for g in ("smoke", "scaling_1b")}
     code = (
         "import json, sys; from sweeps.plan import plan_grid; "
-        f"print(json.dumps({{g: [r.key for r in plan_grid(g, runs_dir=sys.argv[1]).runs] for g in ('smoke', 'scaling_1b')}}))"
+        "print(json.dumps({g: [r.key for r in plan_grid(g, runs_dir=sys.argv[1]).runs] for g in ('smoke', 'scaling_1b')}))"
     )
     # another process, another runs folder and hash seed: the same keys
     out = subprocess.run([sys.executable, "-c", code, str(tmp_path / "elsewhere")], cwd=REPO_ROOT,

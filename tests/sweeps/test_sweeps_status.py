@@ -7,7 +7,6 @@ import pickle
 import subprocess
 import sys
 
-import pytest
 
 from sweeps import launcher, status
 from sweeps.plan import plan_grid
