@@ -9,7 +9,7 @@ This module imports no torch: the launcher's dry run builds and hashes these con
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any, List, Optional
 
 from models.config import ModelConfig, preset
@@ -76,21 +76,32 @@ class TrackingConfig:
 
 
 @dataclass
-class RunConfig:
+class StudyConfig:
+    """The sections a grid defines once and every run of it carries verbatim (``sweeps/grid.py``)."""
+
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    mdm: MDMConfig = field(default_factory=MDMConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+
+
+STUDY_SECTIONS = tuple(f.name for f in fields(StudyConfig))
+
+
+@dataclass
+class RunConfig(StudyConfig):
+    """One run: the study sections plus what the planner sets per run."""
+
     grid: str = "adhoc"
     name: str = "run"
     objective: str = "arm"
     seed: int = 0
     out_dir: str = "runs/adhoc/run"
     model: ModelConfig = field(default_factory=lambda: preset("tiny"))
-    data: DataConfig = field(default_factory=DataConfig)
-    optim: OptimConfig = field(default_factory=OptimConfig)
-    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
-    mdm: MDMConfig = field(default_factory=MDMConfig)
-    trainer: TrainerConfig = field(default_factory=TrainerConfig)
     budget: BudgetConfig = field(default_factory=BudgetConfig)
-    eval: EvalConfig = field(default_factory=EvalConfig)
-    tracking: TrackingConfig = field(default_factory=TrackingConfig)
 
 
 def check_run_config(cfg: RunConfig) -> None:

@@ -27,16 +27,7 @@ from typing import Any, Dict, List, Optional
 from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from studies.config import (
-    OBJECTIVES,
-    EvalConfig,
-    MDMConfig,
-    OptimConfig,
-    ScheduleConfig,
-    TrackingConfig,
-    TrainerConfig,
-)
-from studies.data.config import DataConfig
+from studies.config import OBJECTIVES, STUDY_SECTIONS, StudyConfig
 
 GRIDS_DIR = Path(__file__).resolve().parent / "grids"
 
@@ -56,7 +47,9 @@ class ModelEntry:
 
 
 @dataclass
-class GridConfig:
+class GridConfig(StudyConfig):
+    """A grid: the study sections (shared by every run) plus what it sweeps over."""
+
     description: str = ""
     objectives: List[str] = field(default_factory=lambda: list(OBJECTIVES))
     models: List[Any] = MISSING
@@ -64,17 +57,6 @@ class GridConfig:
     seeds: List[int] = field(default_factory=lambda: [0])
     cluster_profile: str = "local"  # slurm/clusters/<name>.yaml
     runs_dir: str = "runs"
-    data: DataConfig = field(default_factory=DataConfig)
-    optim: OptimConfig = field(default_factory=OptimConfig)
-    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
-    mdm: MDMConfig = field(default_factory=MDMConfig)
-    trainer: TrainerConfig = field(default_factory=TrainerConfig)
-    eval: EvalConfig = field(default_factory=EvalConfig)
-    tracking: TrackingConfig = field(default_factory=TrackingConfig)
-
-
-# Sections copied verbatim into every run's RunConfig.
-STUDY_SECTIONS = ("data", "optim", "schedule", "mdm", "trainer", "eval", "tracking")
 
 
 def known_grids(grids_dir: Path = GRIDS_DIR) -> list[str]:
