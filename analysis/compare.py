@@ -167,7 +167,8 @@ def fit_grid(data, chance: dict, metric_of: dict, cache: BootstrapCache, *, n_re
     import numpy as np
 
     from analysis.bootstrap import compute_multiplier_interval, held_out_check
-    from analysis.fits import fit_accuracy, fit_loss_frontier, fit_power_law
+    from analysis.accuracy_fits import fit_accuracy
+    from analysis.fits import fit_loss_frontier, fit_power_law
 
     scores = data.scores
     fit_rows, multipliers, held_out, messages = [], [], [], []

@@ -30,7 +30,8 @@ from matplotlib.patches import Patch
 from matplotlib.ticker import LogLocator, NullFormatter, PercentFormatter
 
 from analysis.bootstrap import bootstrap_fit, compute_multiplier_interval
-from analysis.fits import fit_accuracy, fit_isoflop, fit_loss_frontier
+from analysis.accuracy_fits import fit_accuracy
+from analysis.fits import fit_isoflop, fit_loss_frontier
 
 REQUIRED_COLUMNS = ("run_id", "grid", "objective", "model", "non_embedding_params", "tokens",
                     "flops", "flops_budget", "seed", "task", "metric", "value")

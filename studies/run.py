@@ -169,6 +169,7 @@ def run(cfg: RunConfig, callbacks: list | None = None) -> dict:
         if tracker is not None and trainer.global_rank == 0 and not isinstance(error, SystemExit):
             tracker.finish("FAILED")
         raise
+    tokens = trainer.global_step * t.global_batch_size * t.seq_len
     result = {
         "name": cfg.name,
         "grid": cfg.grid,
@@ -176,8 +177,8 @@ def run(cfg: RunConfig, callbacks: list | None = None) -> dict:
         "model": cfg.model.name,
         "seed": cfg.seed,
         "steps": trainer.global_step,
-        "tokens": trainer.global_step * t.global_batch_size * t.seq_len,
-        "flops": training_flops_per_token(model_config) * trainer.global_step * t.global_batch_size * t.seq_len,
+        "tokens": tokens,
+        "flops": training_flops_per_token(model_config) * tokens,
         "flops_budget": cfg.budget.flops_budget,
         "non_embedding_params": cfg.model.non_embedding_params,
         "train_loss": train_metrics.get("train/loss"),

@@ -6,11 +6,10 @@ import numpy as np
 import pytest
 
 from analysis.bootstrap import bootstrap_fit, compute_multiplier_interval, held_out_check
+from analysis.accuracy_fits import AccuracyFit, fit_accuracy
 from analysis.fits import (
-    AccuracyFit,
     ChinchillaFit,
     PowerLawFit,
-    fit_accuracy,
     fit_chinchilla,
     fit_power_law,
 )

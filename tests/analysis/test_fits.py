@@ -8,12 +8,11 @@ import numpy as np
 import pytest
 from scipy import optimize
 
+from analysis.accuracy_fits import AccuracyFit, fit_accuracy
 from analysis.fits import (
-    AccuracyFit,
     ChinchillaFit,
     PowerLawFit,
     compute_multiplier,
-    fit_accuracy,
     fit_chinchilla,
     fit_isoflop,
     fit_loss_frontier,
