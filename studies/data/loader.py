@@ -1,7 +1,9 @@
 """The resumable loader: a LightningDataModule over prepared token shards.
 
-Each split's shards form one virtual token stream; sequence i is tokens [i*L, (i+1)*L). The train
-order is ``studies.data.order``: seeded, independent of the objective, disjoint across ranks. The
+Each split's shards form one virtual token stream; sequence i is tokens [i*L, (i+1)*L) in the first
+epoch, and the window grid is shifted by a seeded offset in later ones (the stream is then read
+cyclically; its end and start are both document boundaries). The train order is
+``studies.data.order``: seeded, independent of the objective, disjoint across ranks. The
 position (data epoch, sample offset) is advanced only when the training loop actually takes a batch
 (``on_before_batch_transfer`` during training), not when a worker prefetches it, and it is saved in
 Lightning checkpoints through ``state_dict``; a resumed run therefore continues with exactly the
@@ -20,7 +22,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-from .order import EpochOrder, Position, batch_starts, normalize
+from .order import EpochOrder, Position, batch_starts, normalize, window_offset
 from .prepare import load_metadata
 
 log = logging.getLogger(__name__)
@@ -48,21 +50,29 @@ class TokenStream:
             self._maps = [np.memmap(f, dtype=dtype, mode="r").view(np.ndarray) for f in self.files]
         return self._maps
 
-    def read(self, sequence_ids: np.ndarray) -> torch.Tensor:
-        """LongTensor [len(sequence_ids), seq_len] of the requested windows."""
-        maps, L_ = self._shards(), self.seq_len
+    def read(self, sequence_ids: np.ndarray, offset: int = 0) -> torch.Tensor:
+        """LongTensor [len(sequence_ids), seq_len] of the windows starting at ``offset + id * seq_len``,
+        reading the stream cyclically (a window may run past its end into its start)."""
+        L_ = self.seq_len
         out = np.empty((len(sequence_ids), L_), dtype=np.int64)
         for row, seq in enumerate(sequence_ids):
-            begin = int(seq) * L_
-            filled = 0
-            shard = int(np.searchsorted(self.starts, begin, side="right")) - 1
-            while filled < L_:  # a window may cross a shard boundary
-                offset = begin + filled - int(self.starts[shard])
-                piece = maps[shard][offset: offset + L_ - filled]
-                out[row, filled: filled + len(piece)] = piece
-                filled += len(piece)
-                shard += 1
+            begin = (offset + int(seq) * L_) % self.num_tokens
+            head = min(L_, self.num_tokens - begin)
+            self._copy(begin, out[row, :head])
+            if head < L_:
+                self._copy(0, out[row, head:])
         return torch.from_numpy(out)
+
+    def _copy(self, begin: int, target: np.ndarray) -> None:
+        """Fill ``target`` with the tokens from ``begin`` on; a range may cross shard boundaries."""
+        maps, filled = self._shards(), 0
+        shard = int(np.searchsorted(self.starts, begin, side="right")) - 1
+        while filled < len(target):
+            start = begin + filled - int(self.starts[shard])
+            piece = maps[shard][start: start + len(target) - filled]
+            target[filled: filled + len(piece)] = piece
+            filled += len(piece)
+            shard += 1
 
 
 class _Cursor:
@@ -101,7 +111,8 @@ class TrainBatches(IterableDataset):
         for k, pos in enumerate(batch_starts(start, n, self.global_batch, self.allow_repeat)):
             if k % workers == worker:
                 ids = order.rank_sequences(pos, self.rank, self.micro_batch_size)
-                yield {"input_ids": self.stream.read(ids)}
+                offset = window_offset(self.seed, pos.epoch, self.stream.seq_len)
+                yield {"input_ids": self.stream.read(ids, offset)}
 
 
 class _TrainLoader(DataLoader):

@@ -8,6 +8,12 @@ next global batch is ``pi_e(sample), ..., pi_e(sample + W*B - 1)`` and rank r ta
 global batch is the same for any split of W*B into ranks and micro-batches. An epoch ends when
 fewer than W*B sequences remain (that tail is dropped; each epoch drops a different one).
 
+Each epoch also shifts the grid of windows: sequence i of epoch e is the window starting at
+``o_e + i*L`` of the stream read cyclically, with ``o_0 = 0`` and ``o_e`` a seeded offset in [0, L)
+for later epochs (``window_offset``). A run that repeats a small corpus for many epochs then sees
+each document cut at different places and next to different neighbours; with a fixed grid a model
+can memorise whole windows (their contents become a lookup key) instead of the facts in them.
+
 The permutation is a keyed Feistel network over the next power of four above N with cycle walking
 (Black & Rogaway, "Ciphers with arbitrary finite domains", CT-RSA 2002): O(1) memory and random
 access, so 10^9 sequences cost no more than 10^3 and a resumed run computes its next batch directly.
@@ -44,6 +50,14 @@ def _feistel(x: np.ndarray, half_bits: int, keys) -> np.ndarray:
     for key in keys:
         left, right = right, left ^ (_mix(right ^ key) & mask)
     return (left << shift) | right
+
+
+def window_offset(seed: int, epoch: int, seq_len: int) -> int:
+    """Where epoch ``epoch``'s window grid starts in the stream: 0 in the first epoch, else seeded."""
+    if epoch == 0:
+        return 0
+    digest = hashlib.blake2b(f"offset/{seed}/{epoch}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") % seq_len
 
 
 def permute(indices, n: int, seed: int, epoch: int) -> np.ndarray:

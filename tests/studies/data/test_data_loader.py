@@ -106,6 +106,29 @@ def test_state_dict_resume_continues_exactly_across_epochs(arange_dataset):
     assert dm.epochs_completed == 1 and dm.epoch_progress == pytest.approx(64 / 70)
 
 
+def test_later_epochs_shift_the_window_grid_and_read_the_stream_cyclically(arange_dataset):
+    """Epoch 0 reads the windows [i*L, (i+1)*L); each later epoch starts its grid at a seeded offset, so
+    documents are cut at different places, and a window past the end continues at the start."""
+    tokens = 703
+    folder = arange_dataset(train_tokens=tokens, shard_tokens=300)
+    dm = TokenDataModule(folder, SEQ, 10, seed=3, allow_repeat=True)
+    starts_by_epoch = []
+    for _ in range(4):  # 7 batches of 10 per epoch: 70 windows, 4 epochs
+        starts = []
+        for batch in itertools.islice(iter(dm.train_dataloader()), 7):
+            rows = batch["input_ids"].tolist()
+            for row in rows:  # every window is SEQ consecutive stream positions, modulo its length
+                assert row == [(row[0] + j) % tokens for j in range(SEQ)]
+            starts += [row[0] for row in rows]
+            dm.mark_consumed()
+        starts_by_epoch.append(sorted(starts))
+    assert starts_by_epoch[0] == list(range(0, 700, SEQ))
+    offsets = [epoch[0] % SEQ for epoch in starts_by_epoch]
+    assert all(sorted(s) == sorted((offsets[e] + SEQ * i) % tokens for i in range(70))
+               for e, s in enumerate(starts_by_epoch))
+    assert len(set(offsets[1:])) > 1 and any(offsets[1:])  # seeded shifts, not one fixed grid
+
+
 def test_running_out_of_data_stops_with_a_clear_message(arange_dataset):
     folder = arange_dataset(train_tokens=200)
     dm = TokenDataModule(folder, SEQ, micro_batch_size=3, seed=0)
