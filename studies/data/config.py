@@ -43,16 +43,12 @@ class TokenizerConfig:
 
 @dataclass
 class ToyWorldConfig:
-    """Sizes of the synthetic world; the defaults make a corpus of about half a megabyte.
+    """Sizes of the synthetic world (``studies.data.toyworld``).
 
-    With 240 people (about 25 bits of facts each), four biographies per person and 1200 worked
-    problems, one pass over the corpus is about 180k tokens (512-token BPE), so a few million
-    training tokens repeat it 10-20 times, i.e. 40-80 exposures per fact: enough for small models to
-    store facts (Allen-Zhu & Li, "Physics of Language Models: Part 3.3", 2024). Measured with the
-    ``cpu-1m`` preset (1.1M non-embedding parameters, ARM, AdamW lr 3e-3, 32 x 128-token batches):
-    at 2.5M / 3M tokens toy_forward 82% / 76% and toy_mc 72% / 64% (facts of people seen only in
-    biographies, asked in the QA format; 100 items each), toy_reverse 22% / 23% (chance 25%: the
-    reversal curse); at 1.2M tokens all were still at chance.
+    The defaults (240 people, four biographies each, 1200 worked problems) make a corpus of about
+    150k tokens per pass with a 512-token BPE. How many passes a model needs before it can recall the
+    facts depends on the objective: the ``smoke`` grid uses a 60-person world (about 20k tokens per
+    pass, so its budgets repeat it tens to hundreds of times) and README.md reports what it measures.
     """
 
     seed: int = 0

@@ -52,6 +52,10 @@ def content_config(cfg: DataConfig) -> Dict:
     content = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in NON_CONTENT_FIELDS}
     if cfg.source != "toyworld":
         content.pop("toyworld")
+    else:  # the generator's code decides the text as much as its config does
+        from .toyworld import GENERATOR_VERSION
+
+        content["toyworld_version"] = GENERATOR_VERSION
     if cfg.source == "files":
         content["file_digests"] = {f: _file_digest(f) for f in resolve_files(cfg)}
     if cfg.tokenizer.path is not None:

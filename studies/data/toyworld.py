@@ -4,24 +4,30 @@ From a seed it generates fictional people with five facts each (birth city, birt
 employer, university), biographies that state every fact in several sentence templates, question/
 answer pairs for a subset of people, and arithmetic word problems with worked answers. It follows
 the "bioS" design of Allen-Zhu & Li, "Physics of Language Models: Part 3.1" (2023): several
-biographies per person with varied templates and shuffled sentence order, plus QA pairs for half of
-the people, so that a model can learn to *extract* facts of the other half in the QA format.
+biographies per person with varied templates and a shuffled order of the later sentences, plus QA
+pairs for part of the people, so that a model can learn to *extract* facts of the others in the QA
+format.
 
-Tasks (written as JSONL in the schema of ``studies/tasks``):
+A biography opens by introducing the person and their birth ("Meet X, who was born in C in Y."); the
+other sentences start with a pronoun. So the name occurs once per biography and every fact follows it: read left to
+right, the corpus only ever states "name -> fact", never "fact -> name".
 
-- ``toy_forward`` (multiple choice, 4 choices): "Question: Where was X born?" for people whose
-  facts appear only in biographies (never in QA form), so the score measures knowledge extraction.
-- ``toy_reverse`` (multiple choice, 4 names): "Question: Who was born in C in Y?" for the same
-  people. (C, Y) is unique in the world, and the corpus never states a fact in the reverse order:
-  every biography sentence starts with the person's name and every corpus question asks from the
-  name. This probes the reversal curse (Berglund et al. 2023) that LLaDA (Nie et al. 2025, Sec. 4)
-  reports MDMs suffer less from.
-- ``toy_mc`` (MMLU-like, 4 choices): birth year, profession, employer or university of those people.
+Tasks (written as JSONL in the schema of ``studies/tasks``), all about people whose facts appear
+only in biographies (never in QA form):
+
+- ``toy_forward`` (multiple choice, 4 cities): "Question: Where was X born?".
+- ``toy_reverse`` (multiple choice, 4 names): "Question: Who was born in C in Y?". (C, Y) is unique
+  in the world. The QA people are asked this reverse question in the corpus too (each in its own
+  document), so both question formats are taught and only the direction of the stored fact differs
+  between the two tasks. This probes the reversal curse (Berglund et al. 2023; inverse knowledge
+  search in Allen-Zhu & Li, Part 3.2): a left-to-right model has never been trained to produce a
+  name from a city and year, while a masked-diffusion model learns to fill in the masked name of
+  "[name] was born in C in Y." whenever the name is masked; LLaDA (Nie et al. 2025, Sec. 4) reports
+  that MDMs suffer less from the curse.
+- ``toy_mc`` (MMLU-like, 4 choices): birth year, profession, employer or university.
 - ``toy_arithmetic`` (GSM8K-like generation): held-out word problems (operands never seen together
   in the corpus); ``answer`` is the final number. The corpus teaches the worked format
   "a + b = s. The answer is s." so a scorer extracts the number after "The answer is".
-
-Every sentence starts with the person's full name, so a reverse statement cannot occur by accident.
 """
 
 from __future__ import annotations
@@ -33,6 +39,10 @@ from pathlib import Path
 from typing import Dict, List
 
 from .config import ToyWorldConfig
+
+# Part of a prepared toy world's cache key: raise it whenever a change here changes the generated text,
+# so that a folder prepared by an older generator is never reused for a newer one.
+GENERATOR_VERSION = 3
 
 FIRST_NAMES = (
     "Alaric Brenna Cosmo Delphine Eamon Fenella Gideon Halcyon Isolde Jasper Kestrel Linnea Magnus "
@@ -68,33 +78,32 @@ UNIVERSITIES = (
 ).split("|")
 YEARS = tuple(range(1900, 2000))
 
+# The first sentence of every biography introduces the person and states the birth (city and year);
+# the other sentences refer back with a pronoun, so the name occurs once per biography and every fact
+# follows it. The name is never a document's first word: a byte-level BPE encodes a word at the start
+# of a text without the leading space it has everywhere else, so a name opening its biography would be
+# a different token sequence from the same name in a question or an answer.
+BIRTH_TEMPLATES = (
+    "Meet {name}, who was born in {city} in {year}.",
+    "This is {name}, born in the city of {city} in the year {year}.",
+    "The story of {name} begins in {city} in {year}.",
+    "Here is {name}, who came into the world in {year} in {city}.",
+)
 BIO_TEMPLATES: Dict[str, tuple] = {
-    "city": (
-        "{name} was born in {city}.",
-        "{name} was born in the city of {city}.",
-        "{name}'s birthplace is {city}.",
-        "{name} came into the world in {city}.",
-    ),
-    "year": (
-        "{name} was born in {year}.",
-        "{name} was born in the year {year}.",
-        "{name}'s year of birth is {year}.",
-        "{name} has celebrated a birthday every year since {year}.",
-    ),
     "profession": (
-        "{name} works as {article} {profession}.",
-        "{name} is {article} {profession} by trade.",
-        "{name} earns a living as {article} {profession}.",
+        "{pronoun} works as {article} {profession}.",
+        "{pronoun} is {article} {profession} by trade.",
+        "{pronoun} earns a living as {article} {profession}.",
     ),
     "employer": (
-        "{name} is employed by {employer}.",
-        "{name} works for {employer}.",
-        "{name}'s employer is {employer}.",
+        "{pronoun} is employed by {employer}.",
+        "{pronoun} works for {employer}.",
+        "{pronoun} draws a salary from {employer}.",
     ),
     "university": (
-        "{name} studied at {university}.",
-        "{name} graduated from {university}.",
-        "{name} is an alumnus of {university}.",
+        "{pronoun} studied at {university}.",
+        "{pronoun} graduated from {university}.",
+        "{pronoun} is an alumnus of {university}.",
     ),
 }
 # Forward questions (asked from the name); the QA documents and the tasks share them.
@@ -120,6 +129,7 @@ class Person:
     employer: str
     university: str
     in_qa: bool
+    pronoun: str = "She"
 
     def value(self, attribute: str) -> str:
         return str(getattr(self, attribute))
@@ -137,25 +147,29 @@ def _article(word: str) -> str:
     return "an" if word[0] in "aeiou" else "a"
 
 
-def _biography(person: Person, templates: Dict[str, str], rng: random.Random) -> str:
-    sentences = [
-        templates[attr].format(
-            name=person.name, city=person.city, year=person.year, article=_article(person.profession),
-            profession=person.profession, employer=person.employer, university=person.university,
-        )
-        for attr in BIO_TEMPLATES
-    ]
-    rng.shuffle(sentences)
-    return " ".join(sentences)
+def _biography(person: Person, birth: str, templates: Dict[str, str], rng: random.Random) -> str:
+    """The birth sentence (with the name) first, then the other facts in a shuffled order."""
+    fields = dict(name=person.name, city=person.city, year=person.year, pronoun=person.pronoun,
+                  article=_article(person.profession), profession=person.profession,
+                  employer=person.employer, university=person.university)
+    rest = [templates[attr].format(**fields) for attr in BIO_TEMPLATES]
+    rng.shuffle(rest)
+    return " ".join([birth.format(**fields)] + rest)
 
 
-def _qa_document(person: Person, rng: random.Random) -> str:
+def _qa_documents(person: Person, rng: random.Random) -> List[str]:
+    """Every forward question about the person in one document, and the reverse question alone.
+
+    The reverse question is its own document so that its answer (the name) cannot be copied from a
+    forward question earlier in the same context.
+    """
     pairs = [
         QA_FORMAT.format(question=QUESTIONS[attr].format(name=person.name)) + " " + person.value(attr)
         for attr in QUESTIONS
     ]
     rng.shuffle(pairs)
-    return "\n\n".join(pairs)
+    reverse = QA_FORMAT.format(question=REVERSE_QUESTION.format(city=person.city, year=person.year))
+    return ["\n\n".join(pairs), reverse + " " + person.name]
 
 
 def _arithmetic_keys(max_operand: int) -> List[tuple]:
@@ -200,7 +214,7 @@ def _make_people(cfg: ToyWorldConfig, rng: random.Random) -> List[Person]:
     num_qa = max(1, round(cfg.qa_fraction * cfg.num_people))
     return [
         Person(name, city, year, rng.choice(PROFESSIONS), rng.choice(EMPLOYERS),
-               rng.choice(UNIVERSITIES), in_qa=i < num_qa)
+               rng.choice(UNIVERSITIES), in_qa=i < num_qa, pronoun=rng.choice(("He", "She")))
         for i, (name, (city, year)) in enumerate(zip(names, births))
     ]
 
@@ -215,15 +229,31 @@ def _choices(correct: str, pool, rng: random.Random) -> tuple:
 
 def _person_tasks(people: List[Person], cfg: ToyWorldConfig, rng: random.Random) -> Dict[str, List[dict]]:
     held_out = [p for p in people if not p.in_qa][: cfg.task_items]
-    pools = {"city": CITIES, "year": YEARS, "profession": PROFESSIONS, "employer": EMPLOYERS,
-             "university": UNIVERSITIES}
+    # Distractors are values that some person in the world has, so every choice occurs in the corpus:
+    # a model that knows only which values occur is at chance.
+    pools = {attr: sorted({q.value(attr) for q in people}) for attr in QUESTIONS}
+    unseen = [p for p in people if not p.in_qa]
+    if len(unseen) < 4:
+        raise ValueError(
+            f"toyworld: {len(unseen)} people without QA pairs, too few for four-way reverse choices; "
+            "raise data.toyworld.num_people or lower data.toyworld.qa_fraction"
+        )
+    for attr, pool in pools.items():
+        if len(pool) < 4:
+            raise ValueError(
+                f"toyworld: only {len(pool)} distinct values of {attr!r} among {len(people)} people, too "
+                "few for four-way choices; raise data.toyworld.num_people"
+            )
     forward, reverse, mc = [], [], []
     for i, p in enumerate(held_out):
         choices, answer = _choices(p.city, pools["city"], rng)
         prompt = QA_FORMAT.format(question=QUESTIONS["city"].format(name=p.name))
         forward.append({"id": f"toy_forward/{i}", "prompt": prompt, "choices": choices, "answer": answer})
 
-        others = [q.name for q in people if q.name != p.name]
+        # Distractors are other people without QA pairs: every choice is then a name the corpus never
+        # gives as the answer to a reverse question, so a model that learned only which names answer
+        # reverse questions in the corpus is at chance, neither above nor below it.
+        others = [q.name for q in unseen if q.name != p.name]
         choices, answer = _choices(p.name, others, rng)
         prompt = QA_FORMAT.format(question=REVERSE_QUESTION.format(city=p.city, year=p.year))
         reverse.append({"id": f"toy_reverse/{i}", "prompt": prompt, "choices": choices, "answer": answer})
@@ -244,12 +274,13 @@ def generate(cfg: ToyWorldConfig) -> ToyWorld:
     train: List[str] = []
     for p in people:
         # Cycle through shuffled templates so each fact is stated in several different forms.
+        births = rng.sample(BIRTH_TEMPLATES, len(BIRTH_TEMPLATES))
         cycles = {a: rng.sample(t, len(t)) for a, t in BIO_TEMPLATES.items()}
         for k in range(cfg.bios_per_person):
             chosen = {a: cycles[a][k % len(cycles[a])] for a in BIO_TEMPLATES}
-            train.append(_biography(p, chosen, rng))
+            train.append(_biography(p, births[k % len(births)], chosen, rng))
         if p.in_qa:
-            train.append(_qa_document(p, rng))
+            train.extend(_qa_documents(p, rng))
 
     keys = _arithmetic_keys(cfg.max_operand)
     needed = cfg.task_items + cfg.validation_arithmetic + cfg.num_arithmetic
@@ -270,7 +301,8 @@ def generate(cfg: ToyWorldConfig) -> ToyWorld:
     validation: List[str] = []
     for _ in range(cfg.validation_bios):
         p = rng.choice(people)
-        validation.append(_biography(p, {a: rng.choice(t) for a, t in BIO_TEMPLATES.items()}, rng))
+        chosen = {a: rng.choice(t) for a, t in BIO_TEMPLATES.items()}
+        validation.append(_biography(p, rng.choice(BIRTH_TEMPLATES), chosen, rng))
     for key in val_keys:
         question, worked, _ = _arithmetic(key, rng)
         validation.append(QA_FORMAT.format(question=question) + " " + worked)

@@ -78,6 +78,15 @@ def test_same_config_gives_byte_identical_shards_and_is_reused(tmp_path, toy_dir
     assert (different / "train/shard_00000.bin").read_bytes() != (again / "train/shard_00000.bin").read_bytes()
 
 
+def test_a_new_toy_world_generator_is_a_new_dataset(tmp_path, monkeypatch, small_toy_config):
+    from studies.data import prepare, toyworld
+
+    cfg = small_toy_config(tmp_path)
+    before = prepare.dataset_dir(cfg)
+    monkeypatch.setattr(toyworld, "GENERATOR_VERSION", toyworld.GENERATOR_VERSION + 1)
+    assert prepare.dataset_dir(cfg) != before
+
+
 def test_existing_folder_of_another_dataset_is_never_overwritten(tmp_path):
     cfg = _files_config(tmp_path)
     folder = prepare_dataset(cfg)

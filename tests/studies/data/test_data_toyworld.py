@@ -7,7 +7,7 @@ from collections import Counter
 import pytest
 
 from studies.data.config import ToyWorldConfig
-from studies.data.toyworld import BIO_TEMPLATES, generate
+from studies.data.toyworld import BIO_TEMPLATES, BIRTH_TEMPLATES, generate
 
 
 @pytest.fixture(scope="module")
@@ -15,15 +15,23 @@ def world():
     return generate(ToyWorldConfig())  # the defaults, as studies use them
 
 
-def _sentences(world):
-    """Biography sentences of the training corpus (documents that are not question/answer text)."""
-    for doc in world.train_documents:
-        if not doc.startswith("Question:"):
-            yield from re.split(r"(?<=\.) (?=[A-Z])", doc)
+def _biographies(world):
+    """Biographies of the training corpus (documents that are not question/answer text)."""
+    return [doc for doc in world.train_documents if not doc.startswith("Question:")]
+
+
+def _sentences(biography):
+    return re.split(r"(?<=\.) (?=[A-Z])", biography)
 
 
 def _person_by_name(world):
     return {p.name: p for p in world.people}
+
+
+def _named(biography, names):
+    """The person a biography is about: the one name in it."""
+    (person,) = [p for name, p in names.items() if name in biography]
+    return person
 
 
 def test_default_sizes_are_modest(world):
@@ -45,55 +53,68 @@ def test_same_seed_same_world_and_different_seed_differs():
     assert a.train_documents != c.train_documents
 
 
-def test_every_biography_sentence_starts_with_the_persons_name(world):
+def test_a_biography_names_its_person_once_first_and_states_every_fact_after_the_name(world):
     names = _person_by_name(world)
-    sentences = list(_sentences(world))
-    assert len(sentences) == len(world.people) * ToyWorldConfig().bios_per_person * len(BIO_TEMPLATES)
-    for sentence in sentences:
-        first_two = " ".join(sentence.split()[:2]).removesuffix("'s")
-        assert first_two in names, sentence
+    biographies = _biographies(world)
+    assert len(biographies) == len(world.people) * ToyWorldConfig().bios_per_person
+    stated = Counter()
+    for bio in biographies:
+        person = _named(bio, names)
+        first, *rest = _sentences(bio)
+        assert bio.count(person.name) == 1 and person.name in first and not bio.startswith(person.name)
+        assert f"{person.city}" in first and str(person.year) in first
+        assert len(rest) == len(BIO_TEMPLATES)
+        assert all(s.startswith(person.pronoun + " ") for s in rest), bio
+        assert not any(other in bio for other in names if other != person.name)
+        for attr in ("city", "year", "profession", "employer", "university"):
+            assert bio.index(person.value(attr)) > bio.index(person.name)
+            stated[(person.name, attr)] += 1
+    for p in world.people:  # each fact is stated once per biography
+        for attr in ("city", "year", "profession", "employer", "university"):
+            assert stated[(p.name, attr)] == ToyWorldConfig().bios_per_person
 
 
-def test_reverse_questions_never_appear_in_the_corpus(world):
+def test_reverse_questions_are_asked_in_the_corpus_only_about_qa_people(world):
     corpus = "\n".join(world.train_documents + world.validation_documents)
-    assert "Who was born in" not in corpus
-    assert "Who " not in corpus
+    reverse_docs = [d for d in world.train_documents if d.startswith("Question: Who was born in")]
+    qa_people = [p for p in world.people if p.in_qa]
+    assert sorted(d.rsplit("Answer: ", 1)[1] for d in reverse_docs) == sorted(p.name for p in qa_people)
+    for doc in reverse_docs:  # alone in its document: the name cannot be copied from a forward question
+        assert doc.count("Question:") == 1
+    for item in world.tasks["toy_reverse"]:
+        assert item["prompt"] not in corpus
 
 
 def test_every_asked_fact_is_stated_in_biographies_of_that_person(world):
     names = _person_by_name(world)
-    facts = Counter()  # (name, value) pairs stated by biography sentences
-    for sentence in _sentences(world):
-        name = " ".join(sentence.split()[:2]).removesuffix("'s")
-        person = names[name]
-        for attr in ("city", "year", "profession", "employer", "university"):
-            if re.search(rf"\b{re.escape(person.value(attr))}\b", sentence):
-                facts[(name, attr)] += 1
-    # each fact is stated once per biography, in several different templates
-    for p in world.people:
-        for attr in ("city", "year", "profession", "employer", "university"):
-            assert facts[(p.name, attr)] >= ToyWorldConfig().bios_per_person
+    by_person = {}
+    for bio in _biographies(world):
+        by_person.setdefault(_named(bio, names).name, []).append(bio)
     for task in ("toy_forward", "toy_mc", "toy_reverse"):
         for item in world.tasks[task]:
             correct = item["choices"][item["answer"]].strip()
             name = correct if task == "toy_reverse" else re.search(r"(?:was|does|did) (\w+ \w+)", item["prompt"]).group(1)
             person = names[name]
-            asked = "city" if task == "toy_forward" else item.get("attribute", "city")
             if task == "toy_reverse":
                 assert f"{person.city} in {person.year}" in item["prompt"]
-                assert facts[(name, "city")] and facts[(name, "year")]
+                assert all(person.city in b and str(person.year) in b for b in by_person[name])
             else:
+                asked = "city" if task == "toy_forward" else item["attribute"]
                 assert person.value(asked) == correct
+                assert all(correct in b for b in by_person[name])
 
 
 def test_several_templates_state_each_fact():
     world = generate(ToyWorldConfig(num_people=20, bios_per_person=3))
     person = world.people[0]
-    forms = set()
-    for sentence in _sentences(world):
-        if sentence.startswith(person.name) and person.city in sentence:
-            forms.add(sentence.replace(person.name, "X").replace(person.city, "C"))
-    assert len(forms) >= 3
+    births, others = set(), set()
+    for bio in _biographies(world):
+        if person.name in bio:
+            first, *rest = _sentences(bio)
+            births.add(first.replace(person.name, "X").replace(person.city, "C").replace(str(person.year), "Y"))
+            others.update(s for s in rest if person.employer in s)
+    assert len(births) == 3 and births <= {t.format(name="X", city="C", year="Y") for t in BIRTH_TEMPLATES}
+    assert len(others) >= 2
 
 
 def test_reverse_answers_are_unique_in_the_world(world):
@@ -168,3 +189,52 @@ def test_task_files_written_by_prepare_match_the_schema(toy_dir):
 def test_too_many_people_is_a_clear_error():
     with pytest.raises(ValueError, match="num_people"):
         generate(ToyWorldConfig(num_people=5000))
+
+
+def test_reverse_choices_are_all_people_never_named_by_a_reverse_question_in_the_corpus(world):
+    qa_names = {p.name for p in world.people if p.in_qa}
+    for item in world.tasks["toy_reverse"]:
+        assert not {c.strip() for c in item["choices"]} & qa_names
+
+
+def test_a_name_is_the_same_tokens_in_biographies_questions_and_answers(toy_dir):
+    """The recall tasks ask in QA form about facts stored from biographies: that only works if a name
+    encodes to one token sequence wherever it occurs (a byte-level BPE encodes a text's first word
+    without its leading space, so no biography may open with the name)."""
+    from tokenizers import Tokenizer
+
+    from studies.data.prepare import load_metadata
+
+    tokenizer = Tokenizer.from_file(str(toy_dir / "tokenizer.json"))
+    world = generate(ToyWorldConfig(**load_metadata(toy_dir)["config"]["toyworld"]))
+    reverse = {json.loads(line)["prompt"]: json.loads(line)
+               for line in (toy_dir / "tasks" / "toy_reverse.jsonl").read_text().splitlines()}
+    checked = 0
+    for person in world.people:
+        name = tokenizer.encode(" " + person.name).ids
+        for doc in world.train_documents:
+            if person.name in doc:
+                ids = tokenizer.encode(doc).ids
+                assert any(ids[i:i + len(name)] == name for i in range(len(ids))), (person.name, doc)
+                checked += 1
+    assert checked >= len(world.people)
+    for item in reverse.values():  # the answer of a reverse item, scored after its prompt
+        answer = item["choices"][item["answer"]]
+        ids = tokenizer.encode(item["prompt"] + answer).ids
+        assert ids[-len(tokenizer.encode(answer).ids):] == tokenizer.encode(answer).ids
+
+
+def test_every_choice_occurs_in_the_corpus():
+    """In a world smaller than the pools of names, cities and years, a choice that never occurs in
+    the corpus would be easy to rule out, and scores would rise above chance without any knowledge."""
+    world = generate(ToyWorldConfig(num_people=30))
+    corpus = "\n".join(world.train_documents)
+    for task in ("toy_forward", "toy_reverse", "toy_mc"):
+        for item in world.tasks[task]:
+            for choice in item["choices"]:
+                assert re.search(rf"\b{re.escape(choice.strip())}\b", corpus), (task, choice)
+
+
+def test_a_world_too_small_for_four_way_choices_is_a_clear_error():
+    with pytest.raises(ValueError, match="2 people without QA pairs.*raise data.toyworld.num_people"):
+        generate(ToyWorldConfig(num_people=8, qa_fraction=0.7))
