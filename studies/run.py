@@ -227,7 +227,19 @@ def main(argv: list[str] | None = None) -> int:
     cfg = load_run_config(argv[0], argv[1:])
     result = run(cfg)
     print(json.dumps(result), flush=True)
+    _close_process_group()
     return 0
+
+
+def _close_process_group() -> None:
+    """Shut a DDP job's process group down before the interpreter exits: left to process teardown,
+    the gloo threads can abort one rank ("terminate called without an active exception"), and srun
+    then cancels the whole step although the run has finished."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
 
 
 if __name__ == "__main__":
