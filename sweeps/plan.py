@@ -182,7 +182,7 @@ def expand(grid: GridConfig, name: str, profile: ClusterProfile, runs_root: Path
                     n = model.non_embedding_params
                     t = grid.trainer
                     plan = plan_budget(budget, n, t.global_batch_size, t.seq_len, model=model.name)
-                    label = f"{objective}-{model.name}-{budget:.0e}" + (f"-s{seed}" if len(grid.seeds) > 1 else "")
+                    label = f"{objective}-{model.name}-{budget:.3g}" + (f"-s{seed}" if len(grid.seeds) > 1 else "")
                     cfg = RunConfig(
                         grid=name,
                         name=label,

@@ -11,6 +11,10 @@ from omegaconf import OmegaConf
 from models.config import preset
 from studies.config import RunConfig
 
+# The launcher tests run the smoke grid with this model and these budgets, whatever the grid's own
+# choice: six runs named arm-tiny-1e+11 ... mdm-tiny-1e+12.
+SMOKE_TESTED = ["models=[tiny]", "budgets=[1e11,3e11,1e12]"]
+
 
 def tiny_run_config(out_dir: Path, data_cache: Path, objective: str = "arm", steps: int = 6, **sections) -> RunConfig:
     base = OmegaConf.structured(RunConfig(

@@ -20,7 +20,7 @@ STEPS, SEQ_LEN, BATCH = 4, 32, 2
 # a budget of exactly four optimizer steps of the tiny model: C = 6 N (4 x 2 x 32)
 BUDGET = 6 * preset("tiny").non_embedding_params * STEPS * BATCH * SEQ_LEN
 TINY = [
-    f"budgets=[{BUDGET}]", f"trainer.seq_len={SEQ_LEN}", f"trainer.global_batch_size={BATCH}",
+    "models=[tiny]", f"budgets=[{BUDGET}]", f"trainer.seq_len={SEQ_LEN}", f"trainer.global_batch_size={BATCH}",
     f"trainer.micro_batch_size={BATCH}", "trainer.val_batches=1", "trainer.val_every_n_steps=2",
     "trainer.checkpoint_every_n_steps=2", "trainer.progress_bar=false", "data.toyworld.num_people=40",
     "data.toyworld.num_arithmetic=100", "data.toyworld.task_items=10", "data.toyworld.validation_bios=10",

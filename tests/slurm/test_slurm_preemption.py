@@ -108,7 +108,7 @@ def test_submitit_run_signalled_is_requeued_by_submitit_and_resumes(slurm_cluste
     steps = 60
     budget = 6 * preset("tiny").non_embedding_params * steps * 2 * 32
     args = [sys.executable, str(repo / "sweeps" / "launch.py"), "--grid", "smoke", "--cluster", "slurm",
-            "--profile", "dev", "--only", "objective=arm", f"budgets=[{budget}]", "trainer.seq_len=32",
+            "--profile", "dev", "--only", "objective=arm", "models=[tiny]", f"budgets=[{budget}]", "trainer.seq_len=32",
             "trainer.global_batch_size=2", "trainer.micro_batch_size=2", "trainer.val_batches=1",
             f"trainer.val_every_n_steps={steps}", "trainer.checkpoint_every_n_steps=5", "trainer.log_every_n_steps=1",
             "trainer.progress_bar=false",

@@ -23,7 +23,7 @@ def test_smoke_grid_trains_checkpoints_and_is_idempotent(tmp_path, read_events):
     budget = 6 * preset("tiny").non_embedding_params * steps * batch * seq_len
     argv = [
         sys.executable, str(REPO_ROOT / "sweeps" / "launch.py"), "--grid", "smoke", "--cluster", "local",
-        f"budgets=[{budget}]", f"trainer.seq_len={seq_len}", f"trainer.global_batch_size={batch}",
+        "models=[tiny]", f"budgets=[{budget}]", f"trainer.seq_len={seq_len}", f"trainer.global_batch_size={batch}",
         f"trainer.micro_batch_size={batch}", "trainer.val_batches=1", "trainer.val_every_n_steps=2",
         "trainer.checkpoint_every_n_steps=2", "trainer.progress_bar=false", "data.toyworld.num_people=40",
         "data.toyworld.num_arithmetic=100", "data.toyworld.task_items=10", "data.toyworld.validation_bios=10",

@@ -99,6 +99,11 @@ def test_overrides_reach_every_run(tmp_path):
     assert {r.budget.flops_budget for r in plan.runs} == {1e11, 1e12}
 
 
+def test_run_names_carry_the_budget_as_given(tmp_path):
+    plan = plan_grid("smoke", ["models=[tiny]", "budgets=[1.5e11,1e12]"], runs_dir=str(tmp_path))
+    assert sorted(r.name for r in plan.runs) == ["arm-tiny-1.5e+11", "arm-tiny-1e+12", "mdm-tiny-1.5e+11", "mdm-tiny-1e+12"]
+
+
 def test_only_filters(tmp_path):
     plan = plan_grid("scaling_1b", only=["objective=mdm", "budget=1e20,1e21"], runs_dir=str(tmp_path))
     assert [(r.objective, r.budget.flops_budget) for r in plan.runs] == [("mdm", 1e20), ("mdm", 1e21)]

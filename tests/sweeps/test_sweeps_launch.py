@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from run_configs import SMOKE_TESTED
 from sweeps import launcher
 from sweeps.submit import resolve_cluster
 
@@ -79,7 +80,7 @@ def test_dry_run_table_has_every_column_and_totals(tmp_path, capsys):
 
 
 def test_relaunch_of_a_finished_local_grid_submits_nothing(tmp_path, fake_command, read_events, capsys):
-    argv = ["--grid", "smoke", "--cluster", "local", "--runs-dir", str(tmp_path)]
+    argv = ["--grid", "smoke", "--cluster", "local", "--runs-dir", str(tmp_path), *SMOKE_TESTED]
     assert launcher.main(argv, command=fake_command) == 0
     submitted = read_events(tmp_path, "smoke")
     assert len(submitted) == 6 and all(e["executor"] == "local" for e in submitted)
@@ -95,7 +96,7 @@ def test_relaunch_of_a_finished_local_grid_submits_nothing(tmp_path, fake_comman
 
 
 def test_failed_run_is_resubmitted_only_with_retry_failed(tmp_path, fake_command, read_events, monkeypatch, capsys):
-    argv = ["--grid", "smoke", "--cluster", "local", "--runs-dir", str(tmp_path), "--only", "budget=1e11"]
+    argv = ["--grid", "smoke", "--cluster", "local", "--runs-dir", str(tmp_path), "--only", "budget=1e11", *SMOKE_TESTED]
     monkeypatch.setenv("FAKE_FAIL_OBJECTIVE", "mdm")
     assert launcher.main(argv, command=fake_command) == 1
     out = capsys.readouterr().out
@@ -118,7 +119,7 @@ def test_failed_run_is_resubmitted_only_with_retry_failed(tmp_path, fake_command
 
 def test_run_that_exits_zero_without_result_is_failed(tmp_path, read_events, capsys):
     argv = ["--grid", "smoke", "--cluster", "local", "--runs-dir", str(tmp_path), "--only", "budget=1e11",
-            "--only", "objective=arm"]
+            "--only", "objective=arm", *SMOKE_TESTED]
     assert launcher.main(argv, command=[sys.executable, "-c", "pass"]) == 1
     assert "without writing result.json" in capsys.readouterr().out
     assert launcher.main(argv, command=[sys.executable, "-c", "pass"]) == 1

@@ -8,6 +8,7 @@ import subprocess
 import sys
 
 
+from run_configs import SMOKE_TESTED
 from sweeps import launcher, status
 from sweeps.plan import plan_grid
 from sweeps.records import SweepLog, local_job_id
@@ -20,10 +21,11 @@ def _rows(capsys) -> dict[str, dict]:
 
 def test_status_after_a_partly_failed_local_launch(tmp_path, fake_command, monkeypatch, capsys):
     monkeypatch.setenv("FAKE_FAIL_OBJECTIVE", "mdm")
-    launcher.main(["--grid", "smoke", "--cluster", "local", "--runs-dir", str(tmp_path), "--only", "budget=1e11"],
+    launcher.main(["--grid", "smoke", "--cluster", "local", "--runs-dir", str(tmp_path), "--only", "budget=1e11",
+                   *SMOKE_TESTED],
                   command=fake_command)
     capsys.readouterr()
-    assert status.main(["--grid", "smoke", "--runs-dir", str(tmp_path), "--format", "json"]) == 0
+    assert status.main(["--grid", "smoke", "--runs-dir", str(tmp_path), "--format", "json", *SMOKE_TESTED]) == 0
     rows = _rows(capsys)
     assert rows["arm-tiny-1e+11"]["state"] == "finished"
     failed = rows["mdm-tiny-1e+11"]
@@ -31,13 +33,13 @@ def test_status_after_a_partly_failed_local_launch(tmp_path, fake_command, monke
     assert failed["log"].endswith("run.log") and "fake failure" in open(failed["log"]).read()
     assert {rows[n]["state"] for n in rows if "1e+11" not in n} == {"planned"}
 
-    assert status.main(["--grid", "smoke", "--runs-dir", str(tmp_path)]) == 0
+    assert status.main(["--grid", "smoke", "--runs-dir", str(tmp_path), *SMOKE_TESTED]) == 0
     table = capsys.readouterr().out
     assert "1 finished, 1 failed, 4 planned" in table and failed["log"] in table
 
 
 def test_running_local_run_shows_progress_then_failure_when_killed(tmp_path, capsys):
-    plan = plan_grid("smoke", runs_dir=str(tmp_path), only=["budget=1e11", "objective=arm"])
+    plan = plan_grid("smoke", SMOKE_TESTED, runs_dir=str(tmp_path), only=["budget=1e11", "objective=arm"])
     [run] = plan.runs
     run.out_dir.mkdir(parents=True)
     log_file = run.out_dir / "run.log"
@@ -69,7 +71,7 @@ def test_slurm_records_map_to_states(tmp_path, monkeypatch):
     """SLURM's answer (squeue) and submitit's result pickle decide the state of a submitted job."""
     import sweeps.state as state_module
 
-    plan = plan_grid("smoke", runs_dir=str(tmp_path), only=["budget=1e11"])
+    plan = plan_grid("smoke", SMOKE_TESTED, runs_dir=str(tmp_path), only=["budget=1e11"])
     arm, mdm = plan.runs
     log = SweepLog(plan.sweep_dir)
     error_pickle = tmp_path / "77_1_0_result.pkl"
