@@ -105,7 +105,7 @@ def test_submitit_run_signalled_is_requeued_by_submitit_and_resumes(slurm_cluste
     from models.config import preset
 
     repo = Path(__file__).resolve().parents[2]
-    steps = 60
+    steps = 200  # the signal must land while the run trains, seconds after its first checkpoint
     budget = 6 * preset("tiny").non_embedding_params * steps * 2 * 32
     args = [sys.executable, str(repo / "sweeps" / "launch.py"), "--grid", "smoke", "--cluster", "slurm",
             "--profile", "dev", "--only", "objective=arm", "models=[tiny]", f"budgets=[{budget}]", "trainer.seq_len=32",
