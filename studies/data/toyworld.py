@@ -9,8 +9,8 @@ pairs for part of the people, so that a model can learn to *extract* facts of th
 format.
 
 A biography opens by introducing the person and their birth ("Meet X, who was born in C in Y."); the
-other sentences start with a pronoun. So the name occurs once per biography and every fact follows it: read left to
-right, the corpus only ever states "name -> fact", never "fact -> name".
+other sentences start with a pronoun. So the name occurs once per biography and every fact follows
+it: read left to right, the corpus only ever states "name -> fact", never "fact -> name".
 
 Tasks (written as JSONL in the schema of ``studies/tasks``), all about people whose facts appear
 only in biographies (never in QA form):
@@ -22,7 +22,7 @@ only in biographies (never in QA form):
   between the two tasks. This probes the reversal curse (Berglund et al. 2023; inverse knowledge
   search in Allen-Zhu & Li, Part 3.2): a left-to-right model has never been trained to produce a
   name from a city and year, while a masked-diffusion model learns to fill in the masked name of
-  "[name] was born in C in Y." whenever the name is masked; LLaDA (Nie et al. 2025, Sec. 4) reports
+  "Meet [name], who was born in C in Y." whenever the name is masked; LLaDA (Nie et al. 2025, Sec. 4) reports
   that MDMs suffer less from the curse.
 - ``toy_mc`` (MMLU-like, 4 choices): birth year, profession, employer or university.
 - ``toy_arithmetic`` (GSM8K-like generation): held-out word problems (operands never seen together
@@ -129,7 +129,7 @@ class Person:
     employer: str
     university: str
     in_qa: bool
-    pronoun: str = "She"
+    pronoun: str  # "He" or "She": the later sentences of a biography refer back with it
 
     def value(self, attribute: str) -> str:
         return str(getattr(self, attribute))
@@ -228,11 +228,11 @@ def _choices(correct: str, pool, rng: random.Random) -> tuple:
 
 
 def _person_tasks(people: List[Person], cfg: ToyWorldConfig, rng: random.Random) -> Dict[str, List[dict]]:
-    held_out = [p for p in people if not p.in_qa][: cfg.task_items]
+    unseen = [p for p in people if not p.in_qa]
+    held_out = unseen[: cfg.task_items]
     # Distractors are values that some person in the world has, so every choice occurs in the corpus:
     # a model that knows only which values occur is at chance.
     pools = {attr: sorted({q.value(attr) for q in people}) for attr in QUESTIONS}
-    unseen = [p for p in people if not p.in_qa]
     if len(unseen) < 4:
         raise ValueError(
             f"toyworld: {len(unseen)} people without QA pairs, too few for four-way reverse choices; "

@@ -77,8 +77,9 @@ def test_key_changes_when_any_resolved_value_changes(tmp_path):
 
 
 def test_key_follows_overrides_but_not_siblings(tmp_path):
-    plain = {r.name: r.key for r in plan_grid("smoke", runs_dir=str(tmp_path)).runs}
-    first_budget = plan_grid("smoke", runs_dir=str(tmp_path)).grid_config.budgets[0]
+    smoke = plan_grid("smoke", runs_dir=str(tmp_path))
+    plain = {r.name: r.key for r in smoke.runs}
+    first_budget = smoke.grid_config.budgets[0]
     fewer = {r.name: r.key for r in plan_grid("smoke", [f"budgets=[{first_budget}]"], runs_dir=str(tmp_path)).runs}
     assert fewer and all(plain[name] == key for name, key in fewer.items())  # other grid points do not matter
     lr = {r.name: r.key for r in plan_grid("smoke", ["optim.lr=2.5e-3"], runs_dir=str(tmp_path)).runs}
