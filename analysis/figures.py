@@ -27,7 +27,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
-from matplotlib.ticker import LogLocator, NullFormatter, PercentFormatter
+from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
 from analysis.bootstrap import bootstrap_fit, compute_multiplier_interval
 from analysis.accuracy_fits import fit_accuracy
@@ -165,6 +165,12 @@ def _objective_handles(objectives, with_fit: bool) -> list[Line2D]:
 # ---------------------------------------------------------------------------------------------
 # LLaDA Fig. 3: downstream accuracy against compute
 # ---------------------------------------------------------------------------------------------
+def _percent_formatter(max_score: float) -> FuncFormatter:
+    """Accuracy ticks in percent with the digits each tick needs: "2.5%", not "2%" (a fixed number of
+    decimals mislabels fractional ticks) nor "25.00%"."""
+    return FuncFormatter(lambda value, _: f"{round(100 * value / max_score, 6):g}%")
+
+
 def plot_task_scaling(df: pd.DataFrame, chance: Mapping[str, float], *, tasks=None,
                       metric: str | Mapping[str, str] = "accuracy", max_score: float = 1.0,
                       fit: bool = True, n_resamples: int = 200, confidence: float = 0.9,
@@ -224,7 +230,7 @@ def plot_task_scaling(df: pd.DataFrame, chance: Mapping[str, float], *, tasks=No
                     _draw_fit(ax, boot, _fit_grid(x), style, objective)
             ax.axhline(chance[task], color="0.45", linestyle=":", linewidth=0.9, gid="chance")
             _log_flops_axis(ax, label=i >= len(tasks) - ncols)
-            ax.yaxis.set_major_formatter(PercentFormatter(xmax=max_score, decimals=0))
+            ax.yaxis.set_major_formatter(_percent_formatter(max_score))
             ax.set_title(_title(task))
             if i % ncols == 0:
                 ax.set_ylabel("Accuracy")

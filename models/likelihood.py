@@ -113,7 +113,7 @@ def _fit_context(prompt: list[int], answer: list[int], limit: int | None, reserv
     return prompt[-keep:] if len(prompt) > keep else prompt
 
 
-def _run(model: Model, rows: list[list[int]], device: torch.device, pad_id: int) -> torch.Tensor:
+def run_padded(model: Model, rows: list[list[int]], device: torch.device, pad_id: int) -> torch.Tensor:
     """Logits [B, T, V] (float32) for right-padded ``rows``; a key-padding mask only when needed."""
     lengths = [len(r) for r in rows]
     width = max(lengths)
@@ -150,7 +150,7 @@ def arm_nll(model: Model, prompt, answer, *, batch_size: int = 32, max_len: int 
     scores = torch.zeros(len(prompts), dtype=torch.float64)
     for start in range(0, len(prompts), batch_size):
         chunk = range(start, min(start + batch_size, len(prompts)))
-        logits = _run(model, [prompts[i] + answers[i] for i in chunk], device, pad_id)
+        logits = run_padded(model, [prompts[i] + answers[i] for i in chunk], device, pad_id)
         log_probs = logits.log_softmax(-1)
         for row, i in enumerate(chunk):
             p, a = len(prompts[i]), len(answers[i])

@@ -12,11 +12,14 @@ in the sweep log (``sweeps.records``) so that a re-launch knows what exists.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -71,6 +74,25 @@ class LocalOutcome:
     finished: bool  # exit code 0 and result.json written
 
 
+@contextlib.contextmanager
+def _termination_as_interrupt():
+    """SIGTERM and SIGHUP (``kill``, a closed terminal, a job scheduler's stop) stop a local sweep the
+    way Ctrl-C does: the running run is terminated and recorded, never left running on its own."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt(f"received {signal.Signals(signum).name}")
+
+    previous = {sig: signal.signal(sig, interrupt) for sig in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
 def run_local(
     runs: Sequence,
     log: SweepLog,
@@ -81,9 +103,14 @@ def run_local(
 ) -> list[LocalOutcome]:
     """Run ``command + [config]`` for every run, one after another, teeing output to ``run.log``.
 
-    A failed run does not stop the sweep; its exit code is recorded and reported. Ctrl-C stops the
-    current run (recorded as failed) and the sweep.
+    A failed run does not stop the sweep; its exit code is recorded and reported. Ctrl-C, SIGTERM or
+    SIGHUP stops the current run (recorded as failed) and the sweep.
     """
+    with _termination_as_interrupt():
+        return _run_local(runs, log, command, stream, say)
+
+
+def _run_local(runs, log, command, stream, say) -> list[LocalOutcome]:
     stream = stream if stream is not None else sys.stdout.buffer
     outcomes: list[LocalOutcome] = []
     total = len(runs)

@@ -53,6 +53,9 @@ class ToyWorldConfig:
 
     seed: int = 0
     num_people: int = 240
+    # False: each person is called by a unique first name alone, one token with a large enough
+    # vocabulary, so every fact is keyed on a single token instead of a two-token conjunction.
+    full_names: bool = True
     bios_per_person: int = 4
     # Fraction of people whose facts also appear as question/answer pairs in the corpus. The
     # recall and multiple-choice tasks ask only about the other people (facts seen in biographies only).

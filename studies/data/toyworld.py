@@ -42,12 +42,16 @@ from .config import ToyWorldConfig
 
 # Part of a prepared toy world's cache key: raise it whenever a change here changes the generated text,
 # so that a folder prepared by an older generator is never reused for a newer one.
-GENERATOR_VERSION = 3
+GENERATOR_VERSION = 4
 
 FIRST_NAMES = (
     "Alaric Brenna Cosmo Delphine Eamon Fenella Gideon Halcyon Isolde Jasper Kestrel Linnea Magnus "
     "Nerys Orrin Petra Quillon Rosalind Soren Tamsin Ulric Vesna Wystan Xanthe Yorick Zinnia Ansel "
-    "Bettina Caspian Dagny Evander Fiora Gareth Hollis Ingrid Jago Katya Lucan Mireille Niall"
+    "Bettina Caspian Dagny Evander Fiora Gareth Hollis Ingrid Jago Katya Lucan Mireille Niall "
+    "Aurelia Barnaby Cordelia Dorian Elspeth Florian Griselda Horatio Imogen Jericho Kerensa Leopold "
+    "Marisol Nicasio Ottoline Percival Quintessa Roderick Seraphina Thaddeus Ursula Valentin Winifred "
+    "Xavier Yseult Zebedee Agatha Bertram Clementine Desmond Eudora Fitzroy Gwendolyn Hamish Ignatius "
+    "Jocasta Kasimir Lavinia Montague Octavia"
 ).split()
 LAST_NAMES = (
     "Ashdown Blackwood Carraway Dunmore Ellery Fairweather Greaves Holloway Ivers Jessop Kinsella "
@@ -202,12 +206,13 @@ def _arithmetic(key: tuple, rng: random.Random) -> tuple:
 
 
 def _make_people(cfg: ToyWorldConfig, rng: random.Random) -> List[Person]:
-    names = [f"{f} {l}" for f in FIRST_NAMES for l in LAST_NAMES]
+    names = [f"{f} {l}" for f in FIRST_NAMES for l in LAST_NAMES] if cfg.full_names else list(FIRST_NAMES)
     births = [(c, y) for c in CITIES for y in YEARS]
     if cfg.num_people > min(len(names), len(births)):
+        hint = "" if cfg.full_names else " (first names only: full_names=false), or set full_names=true"
         raise ValueError(
             f"toyworld.num_people={cfg.num_people} exceeds the {min(len(names), len(births))} people "
-            "with unique names and unique (birth city, birth year) pairs; lower it"
+            f"with unique names and unique (birth city, birth year) pairs; lower it{hint}"
         )
     names = rng.sample(names, cfg.num_people)
     births = rng.sample(births, cfg.num_people)

@@ -201,3 +201,23 @@ def test_missing_chance_or_task_is_named(study):
     single_size = synthetic_study(sizes_per_budget=1, evals_per_run=1)
     with pytest.raises(ValueError, match="single model size"):
         plot_isoflop(single_size)
+
+
+def test_accuracy_tick_labels_state_the_tick_values(study):
+    """Narrow accuracy ranges put ticks at fractional percents (the smoke grid's arithmetic panel
+    has them every 2.5%); each label must read its own value."""
+    from matplotlib.ticker import AutoLocator, MultipleLocator
+
+    fig = plot_task_scaling(study[study["task"] == "gsm8k"], {"gsm8k": 0.0}, fit=False)
+    ax = fig.axes[0]
+    for low, high, locator in ((0.0, 0.125, MultipleLocator(0.025)), (0.24, 0.39, AutoLocator()),
+                               (0.2, 0.9, AutoLocator())):
+        ax.set_ylim(low, high)
+        ax.yaxis.set_major_locator(locator)
+        fig.canvas.draw()
+        labels = [(tick, label.get_text()) for tick, label in zip(ax.get_yticks(), ax.get_yticklabels())
+                  if low <= tick <= high]
+        assert len(labels) >= 3
+        for tick, text in labels:
+            assert float(text.rstrip("%").replace("\N{MINUS SIGN}", "-")) == pytest.approx(100 * tick, abs=1e-6), labels
+    assert all(text.rstrip("%").isdigit() for _, text in labels), labels  # no needless decimals

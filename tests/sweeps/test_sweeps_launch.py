@@ -184,3 +184,43 @@ def test_second_local_launch_of_a_running_grid_is_refused(tmp_path, fake_command
                              command=fake_command)
     assert code == 2 and "another local launch of grid smoke is running" in capsys.readouterr().err
     assert read_events(tmp_path, "smoke") == []
+
+
+SLEEPING_RUN = """
+import os, pathlib, sys, time
+pathlib.Path(sys.argv[1]).write_text(str(os.getpid()))
+time.sleep(120)
+"""
+DRIVER = """
+import sys
+from sweeps import launcher
+sys.exit(launcher.main(["--grid", "smoke", "--cluster", "local", "--runs-dir", sys.argv[1]],
+                       command=[sys.executable, sys.argv[2], sys.argv[3]]))
+"""
+
+
+@pytest.mark.parametrize("signal_name", ["SIGTERM", "SIGHUP"])
+def test_a_terminated_local_launch_stops_its_run_and_records_it(tmp_path, read_events, signal_name):
+    """Killing the launcher (kill, a closed terminal) stops the run it started instead of orphaning it."""
+    import os
+    import signal
+
+    run_script, driver, pid_file = tmp_path / "sleeping_run.py", tmp_path / "driver.py", tmp_path / "run.pid"
+    run_script.write_text(SLEEPING_RUN)
+    driver.write_text(DRIVER)
+    # The run command is [python, sleeping_run.py, run.pid] + [config]: the pid file comes first.
+    launch = subprocess.Popen([sys.executable, str(driver), str(tmp_path / "runs"), str(run_script), str(pid_file)],
+                              cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.monotonic() + 60
+    while not pid_file.is_file() or not pid_file.read_text():
+        assert time.monotonic() < deadline and launch.poll() is None, "the run never started"
+        time.sleep(0.1)
+    run_pid = int(pid_file.read_text())
+    launch.send_signal(getattr(signal, signal_name))
+    output, _ = launch.communicate(timeout=60)
+    assert launch.returncode != 0
+    assert "interrupted; the sweep stops here" in output
+    with pytest.raises(ProcessLookupError):  # the run is gone (and reaped by the launcher)
+        os.kill(run_pid, 0)
+    exits = read_events(tmp_path / "runs", "smoke", "exited")
+    assert len(exits) == 1 and exits[0]["returncode"] == -2

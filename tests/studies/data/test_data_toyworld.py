@@ -7,7 +7,7 @@ from collections import Counter
 import pytest
 
 from studies.data.config import ToyWorldConfig
-from studies.data.toyworld import BIO_TEMPLATES, BIRTH_TEMPLATES, generate
+from studies.data.toyworld import BIO_TEMPLATES, BIRTH_TEMPLATES, FIRST_NAMES, generate
 
 
 @pytest.fixture(scope="module")
@@ -238,3 +238,20 @@ def test_every_choice_occurs_in_the_corpus():
 def test_a_world_too_small_for_four_way_choices_is_a_clear_error():
     with pytest.raises(ValueError, match="2 people without QA pairs.*raise data.toyworld.num_people"):
         generate(ToyWorldConfig(num_people=8, qa_fraction=0.7))
+
+
+def test_first_names_only_gives_every_person_a_unique_single_word_name():
+    """full_names=false keys every fact on one word (one token with the smoke grid's vocabulary);
+    everything else about the world is generated the same way."""
+    world = generate(ToyWorldConfig(num_people=60, full_names=False))
+    names = [p.name for p in world.people]
+    assert len(set(names)) == 60 and all(" " not in n for n in names)
+    assert all(n in FIRST_NAMES for n in names)
+    for person in world.people:  # a bare first name never also occurs inside another word
+        others = [q for q in world.people if q is not person]
+        assert not any(person.name in q.name for q in others)
+    full = generate(ToyWorldConfig(num_people=60))
+    assert len(world.train_documents) == len(full.train_documents)
+    assert {k: len(v) for k, v in world.tasks.items()} == {k: len(v) for k, v in full.tasks.items()}
+    with pytest.raises(ValueError, match="full_names=true"):
+        generate(ToyWorldConfig(num_people=len(FIRST_NAMES) + 1, full_names=False))
