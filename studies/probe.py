@@ -15,8 +15,16 @@ matching task by the model's score for each choice put in place:
 - ``bio_name``: the name, with city, year and the later sentences visible (the reverse direction, in
   place; its choices are those of ``toy_reverse``).
 
-Two more probes ask the trained QA documents back (memorisation, not extraction): ``qa_city``
-("Where was X born?") and ``qa_name`` ("Who was born in C in Y?") about the QA people.
+Two probes ask the trained QA documents back (memorisation, not extraction): ``qa_city``
+("Where was X born?") and ``qa_name`` ("Who was born in C in Y?") about the QA people. Two more ask
+the questions of ``toy_forward`` and ``toy_reverse`` against every candidate instead of four:
+``forward_all_cities`` (every birth city in the world) and ``reverse_all_names`` (every task person).
+With 40 four-way items a task's accuracy has a standard error near 0.07 at chance; the rank of the
+correct answer among all candidates is a steadier measure of the same knowledge.
+
+Every probe reports ``acc`` (the correct choice ranked first), ``chance`` (the mean of 1/choices) and
+``rank``: the correct choice's rank among the item's choices scaled to [0, 1] (0 first, 1 last), whose
+mean is 0.5 for a model that knows nothing.
 
 Scoring. An MDM scores a hidden span by masking it, together with whatever else the probe hides, and
 summing log p(token | visible tokens) over the span in one pass: for a one-token span (every name,
@@ -45,7 +53,8 @@ BIO_PROBES = {  # name: (the fact hidden and scored, the other facts hidden too)
     "bio_name": ("name", ()),
 }
 QA_PROBES = {"qa_city": "toy_forward", "qa_name": "toy_reverse"}  # the task whose prompt format is asked
-PROBES = tuple(BIO_PROBES) + tuple(QA_PROBES)
+POOL_PROBES = ("forward_all_cities", "reverse_all_names")
+PROBES = tuple(BIO_PROBES) + tuple(QA_PROBES) + POOL_PROBES
 
 
 @dataclass(frozen=True)
@@ -133,6 +142,16 @@ def build_items(world, per_probe: Optional[int] = None) -> Dict[str, List[Item]]
             texts = tuple(f"{prompt} {c}" for c in choices)
             spans = tuple((len(prompt) + 1, len(prompt) + 1 + len(c)) for c in choices)
             items[probe].append(Item(probe, texts, spans, tuple(() for _ in choices), choices.index(correct)))
+
+    # The task questions against every candidate: all birth cities, all task people.
+    names = [e["choices"][e["answer"]].strip() for e in world.tasks["toy_reverse"]]
+    for entry, backward in zip(forward, (reverse[e["id"].split("/")[1]] for e in forward)):
+        for probe, task, pool in (("forward_all_cities", entry, cities), ("reverse_all_names", backward, names)):
+            correct = task["choices"][task["answer"]].strip()
+            prompt = task["prompt"]
+            texts = tuple(f"{prompt} {c}" for c in pool)
+            spans = tuple((len(prompt) + 1, len(prompt) + 1 + len(c)) for c in pool)
+            items[probe].append(Item(probe, texts, spans, tuple(() for _ in pool), pool.index(correct)))
     if per_probe is not None:
         items = {probe: rows[:per_probe] for probe, rows in items.items()}
     return items
@@ -180,19 +199,32 @@ def score_item(adapter, item: Item) -> Optional[List[float]]:
     return [float(sum(log_probs[k, p, token] for p, token in picks)) for k, picks in enumerate(targets)]
 
 
+def relative_rank(scores: Sequence[float], answer: int) -> float:
+    """Rank of ``scores[answer]`` among all scores, scaled to [0, 1]: 0 when it is the highest, 1 when
+    it is the lowest; ties count half (so a model that scores every choice alike gets 0.5)."""
+    above = sum(s > scores[answer] for s in scores)
+    tied = sum(s == scores[answer] for s in scores) - 1
+    return (above + tied / 2) / (len(scores) - 1)
+
+
 def run_probes(adapter, world, per_probe: Optional[int] = None) -> Dict[str, dict]:
-    """{probe: {"acc": fraction ranked first (None where undefined), "n": items}}."""
+    """{probe: {"acc", "chance", "rank", "n"}}: the fraction of items whose correct choice scores highest
+    (ties lose), the mean of 1/choices, the mean ``relative_rank``; acc and rank are None where a probe
+    is undefined for the model."""
     from studies.tasks.adapter import _eval_mode
 
     results = {}
     with _eval_mode(adapter.model):
         for probe, items in build_items(world, per_probe).items():
             scores = [score_item(adapter, item) for item in items]
-            if not items or scores[0] is None:
-                results[probe] = {"acc": None, "n": len(items)}
-                continue
-            hits = [max(range(len(s)), key=s.__getitem__) == item.answer for s, item in zip(scores, items)]
-            results[probe] = {"acc": sum(hits) / len(hits), "n": len(hits)}
+            entry = {"acc": None, "chance": None, "rank": None, "n": len(items)}
+            if items:
+                entry["chance"] = sum(1 / len(item.texts) for item in items) / len(items)
+            if items and scores[0] is not None:
+                ranks = [relative_rank(s, item.answer) for s, item in zip(scores, items)]
+                entry["acc"] = sum(r == 0 for r in ranks) / len(ranks)
+                entry["rank"] = sum(ranks) / len(ranks)
+            results[probe] = entry
     return results
 
 
@@ -219,10 +251,10 @@ def load_world(data_dir: Path):
 
 
 def format_table(results: Dict[str, dict]) -> str:
-    lines = ["| probe | acc | n |", "|---|---|---|"]
+    lines = ["| probe | acc | chance | rank (chance 0.5) | n |", "|---|---|---|---|---|"]
     for probe, entry in results.items():
-        acc = "n/a" if entry["acc"] is None else f"{entry['acc']:.3f}"
-        lines.append(f"| {probe} | {acc} | {entry['n']} |")
+        acc, chance, rank = ("n/a" if entry[k] is None else f"{entry[k]:.3f}" for k in ("acc", "chance", "rank"))
+        lines.append(f"| {probe} | {acc} | {chance} | {rank} | {entry['n']} |")
     return "\n".join(lines)
 
 

@@ -57,7 +57,20 @@ def test_items_put_each_choice_in_place_of_a_fact_of_a_training_biography(world)
         for item in items[name]:  # a trained question and answer, as the corpus states it
             assert len(set(item.texts)) == 4
             assert any(item.texts[item.answer] in doc for doc in world.train_documents if doc.startswith("Question:"))
+    cities = {p.city for p in world.people}
+    for name, pool in (("forward_all_cities", cities), ("reverse_all_names", {p.name for p in task_people})):
+        assert len(items[name]) == len(task_people)
+        for item, task in zip(items[name], world.tasks["toy_forward" if "cities" in name else "toy_reverse"]):
+            assert {t[slice(*span)] for t, span in zip(item.texts, item.spans)} == pool
+            assert item.texts[item.answer] == task["prompt"] + task["choices"][task["answer"]]
     assert {len(rows) for rows in probe.build_items(world, per_probe=3).values()} == {3}
+
+
+def test_relative_rank_is_zero_for_the_top_choice_one_for_the_last_and_half_for_a_flat_model():
+    assert probe.relative_rank([3.0, 1.0, 2.0], 0) == 0.0
+    assert probe.relative_rank([3.0, 1.0, 2.0], 1) == 1.0
+    assert probe.relative_rank([3.0, 1.0, 2.0], 2) == 0.5
+    assert probe.relative_rank([0.0] * 5, 3) == 0.5
 
 
 class Oracle(torch.nn.Module):
@@ -103,7 +116,9 @@ def test_an_mdm_that_knows_the_corpus_scores_every_probe_perfectly(world, tokeni
     adapter = adapter_for(Oracle(truths, meta["vocab_size"], meta["special_ids"]["mask"]), tokenizer, meta, "mdm")
     results = probe.run_probes(adapter, world, per_probe=12)
     assert set(results) == set(probe.PROBES)
-    assert all(entry == {"acc": 1.0, "n": 12} for entry in results.values()), results
+    assert all(entry["acc"] == 1.0 and entry["rank"] == 0.0 and entry["n"] == 12 for entry in results.values()), results
+    assert results["bio_city"]["chance"] == 0.25
+    assert results["forward_all_cities"]["chance"] == pytest.approx(1 / len({p.city for p in world.people}))
 
     # The same oracle given one position off would be at chance: the masked positions are exact.
     shifted = {key: {p - 1: t for p, t in value.items()} for key, value in truths.items()}
@@ -161,7 +176,8 @@ def test_cli_probes_a_checkpoint_and_refuses_data_it_cannot_probe(tmp_path, toy_
     assert all(f"| {name} |" in printed for name in probe.PROBES)
     report = json.loads(out.read_text())
     assert report["objective"] == "mdm"
-    assert all(entry["n"] == 4 and 0.0 <= entry["acc"] <= 1.0 for entry in report["probes"].values())
+    assert all(entry["n"] == 4 and 0.0 <= entry["acc"] <= 1.0 and 0.0 <= entry["rank"] <= 1.0
+               for entry in report["probes"].values())
 
     other = tmp_path / "other"
     other.mkdir()
