@@ -70,5 +70,12 @@ def test_two_task_job_trains_with_ddp_like_one_process(slurm_cluster, data_cache
     weights = {name: torch.load(tmp_path / name / "checkpoints" / "final.ckpt", map_location="cpu",
                                 weights_only=False)["state_dict"] for name in ("single", "ddp")}
     assert weights["ddp"].keys() == weights["single"].keys()
+    # DDP sums each gradient in another order than one process does, so the two agree to the last bits
+    # only. Adam divides by sqrt(v): where a gradient is at rounding level (the embedding row of a token
+    # seen once) those bits can move the update by up to lr per step. So every weight must agree to
+    # 1e-4, except at most one coordinate in 10^4, which must stay within lr x steps.
+    lr = single.optim.lr
     for key, value in weights["single"].items():
-        torch.testing.assert_close(weights["ddp"][key], value, rtol=1e-4, atol=1e-5, msg=key)
+        off = ~torch.isclose(weights["ddp"][key], value, rtol=1e-4, atol=1e-5)
+        assert off.sum() <= max(1, value.numel() // 10_000), (key, int(off.sum()))
+        assert (weights["ddp"][key] - value).abs().max() <= lr * STEPS, key
