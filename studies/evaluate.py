@@ -145,20 +145,21 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Optional[List[str]] = None) -> int:
-    args = _parser().parse_args(argv)
-    checkpoint = Path(args.checkpoint)
+def resolve_checkpoint(checkpoint, data_dir=None) -> tuple:
+    """(checkpoint path, its run's config or None, prepared data folder) for a command that scores a
+    checkpoint: the data folder is ``data_dir`` if given, else the one the run trained on. Exits with
+    an error that names the fix when either cannot be found."""
+    checkpoint = Path(checkpoint)
     if not checkpoint.is_file():
         raise SystemExit(f"error: checkpoint {checkpoint} does not exist")
-    eval_cfg = None
-    data_dir = Path(args.data_dir) if args.data_dir else None
+    run_cfg = None
+    data_dir = Path(data_dir) if data_dir else None
     config_path = find_run_config(checkpoint)
     if config_path is not None:
         from studies.data.prepare import dataset_dir
         from studies.run import load_run_config
 
         run_cfg = load_run_config(config_path)
-        eval_cfg = run_cfg.eval
         if data_dir is None:
             data_dir = dataset_dir(run_cfg.data)
             if not (data_dir / "metadata.json").is_file():
@@ -168,6 +169,13 @@ def main(argv: Optional[List[str]] = None) -> int:
                 )
     if data_dir is None:
         raise SystemExit(f"error: no config.yaml next to {checkpoint}; pass --data-dir (the prepared data folder)")
+    return checkpoint, run_cfg, data_dir
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    args = _parser().parse_args(argv)
+    checkpoint, run_cfg, data_dir = resolve_checkpoint(args.checkpoint, args.data_dir)
+    eval_cfg = run_cfg.eval if run_cfg is not None else None
 
     from studies.tasks.adapter import EvalSettings, load_checkpoint_adapter
 

@@ -104,6 +104,13 @@ def _bio_items(probe: str, document: str, person, choices: Sequence[str], answer
     return Item(probe, tuple(texts), tuple(targets), tuple(hidden), answer)
 
 
+def _answer_item(probe: str, prompt: str, choices: Sequence[str], correct: str) -> Item:
+    """A question scored on its answer: ``prompt`` followed by each choice after a space."""
+    texts = tuple(f"{prompt} {c}" for c in choices)
+    spans = tuple((len(prompt) + 1, len(prompt) + 1 + len(c)) for c in choices)
+    return Item(probe, texts, spans, tuple(() for _ in choices), list(choices).index(correct))
+
+
 def build_items(world, per_probe: Optional[int] = None) -> Dict[str, List[Item]]:
     """The items of every probe, from a generated ``studies.data.toyworld.ToyWorld``.
 
@@ -113,14 +120,13 @@ def build_items(world, per_probe: Optional[int] = None) -> Dict[str, List[Item]]
     """
     from studies.data.toyworld import QA_FORMAT, QUESTIONS, REVERSE_QUESTION
 
-    by_name = {p.name: p for p in world.people}
-    forward = world.tasks["toy_forward"]
+    asked = {QA_FORMAT.format(question=QUESTIONS["city"].format(name=p.name)): p for p in world.people}
     reverse = {item["id"].split("/")[1]: item for item in world.tasks["toy_reverse"]}
+    # Item i of toy_forward and of toy_reverse ask about the same person.
+    pairs = [(entry, reverse[entry["id"].split("/")[1]]) for entry in world.tasks["toy_forward"]]
     items: Dict[str, List[Item]] = {probe: [] for probe in PROBES}
-    for entry in forward:
-        person = next(by_name[n] for n in by_name if entry["prompt"] == QA_FORMAT.format(
-            question=QUESTIONS["city"].format(name=n)))
-        backward = reverse[entry["id"].split("/")[1]]
+    for entry, backward in pairs:
+        person = asked[entry["prompt"]]
         for document in _biographies(world, person):
             for probe, (target, _) in BIO_PROBES.items():
                 task = backward if target == "name" else entry
@@ -139,19 +145,13 @@ def build_items(world, per_probe: Optional[int] = None) -> Dict[str, List[Item]]
             rng = random.Random(f"{probe}/{k}")
             choices = rng.sample([v for v in pool if v != correct], 3) + [correct]
             rng.shuffle(choices)
-            texts = tuple(f"{prompt} {c}" for c in choices)
-            spans = tuple((len(prompt) + 1, len(prompt) + 1 + len(c)) for c in choices)
-            items[probe].append(Item(probe, texts, spans, tuple(() for _ in choices), choices.index(correct)))
+            items[probe].append(_answer_item(probe, prompt, choices, correct))
 
     # The task questions against every candidate: all birth cities, all task people.
-    names = [e["choices"][e["answer"]].strip() for e in world.tasks["toy_reverse"]]
-    for entry, backward in zip(forward, (reverse[e["id"].split("/")[1]] for e in forward)):
+    names = [backward["choices"][backward["answer"]].strip() for _, backward in pairs]
+    for entry, backward in pairs:
         for probe, task, pool in (("forward_all_cities", entry, cities), ("reverse_all_names", backward, names)):
-            correct = task["choices"][task["answer"]].strip()
-            prompt = task["prompt"]
-            texts = tuple(f"{prompt} {c}" for c in pool)
-            spans = tuple((len(prompt) + 1, len(prompt) + 1 + len(c)) for c in pool)
-            items[probe].append(Item(probe, texts, spans, tuple(() for _ in pool), pool.index(correct)))
+            items[probe].append(_answer_item(probe, task["prompt"], pool, task["choices"][task["answer"]].strip()))
     if per_probe is not None:
         items = {probe: rows[:per_probe] for probe, rows in items.items()}
     return items
@@ -269,24 +269,13 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    from studies.evaluate import find_run_config
+    from studies.evaluate import resolve_checkpoint
 
     args = _parser().parse_args(argv)
-    checkpoint = Path(args.checkpoint)
-    if not checkpoint.is_file():
-        raise SystemExit(f"error: checkpoint {checkpoint} does not exist")
-    data_dir = Path(args.data_dir) if args.data_dir else None
-    if data_dir is None:
-        config_path = find_run_config(checkpoint)
-        if config_path is None:
-            raise SystemExit(f"error: no config.yaml next to {checkpoint}; pass --data-dir (the prepared toy world)")
-        from studies.data.prepare import dataset_dir
-        from studies.run import load_run_config
-
-        data_dir = dataset_dir(load_run_config(config_path).data)
+    checkpoint, _, data_dir = resolve_checkpoint(args.checkpoint, args.data_dir)
     if not (data_dir / "metadata.json").is_file():
-        raise SystemExit(f"error: {data_dir} holds no prepared data (metadata.json); pass --data-dir, or run from "
-                         "the directory the run was launched in")
+        raise SystemExit(f"error: {data_dir} holds no prepared data (metadata.json); pass the prepared toy world "
+                         "as --data-dir")
     world = load_world(data_dir)
 
     from studies.tasks.adapter import load_checkpoint_adapter

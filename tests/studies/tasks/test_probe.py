@@ -10,7 +10,7 @@ from models.config import preset
 from models.transformer import Transformer
 from studies import probe
 from studies.data.config import ToyWorldConfig
-from studies.data.toyworld import generate
+from studies.data.toyworld import GENERATOR_VERSION, generate
 from studies.tasks.adapter import ModelAdapter, load_tokenizer
 
 from .conftest import SMALL_WORLD
@@ -190,15 +190,9 @@ def test_cli_probes_a_checkpoint_and_refuses_data_it_cannot_probe(tmp_path, toy_
     with pytest.raises(SystemExit, match="generator version -1"):
         probe.main(["--checkpoint", checkpoint, "--data-dir", str(other)])
     metadata["config"]["toyworld"] = dataclasses.asdict(ToyWorldConfig(**{**SMALL_WORLD, "seed": 1}))
-    metadata["config"]["toyworld_version"] = probe_version()
+    metadata["config"]["toyworld_version"] = GENERATOR_VERSION
     (other / "metadata.json").write_text(json.dumps(metadata))
     (other / "tasks").mkdir()
     (other / "tasks" / "toy_forward.jsonl").write_text((toy_data[0] / "tasks" / "toy_forward.jsonl").read_text())
     with pytest.raises(SystemExit, match="differs from the one prepared"):
         probe.main(["--checkpoint", checkpoint, "--data-dir", str(other)])
-
-
-def probe_version():
-    from studies.data.toyworld import GENERATOR_VERSION
-
-    return GENERATOR_VERSION
