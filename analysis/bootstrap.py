@@ -61,8 +61,11 @@ class BootstrapFit:
 
 
 def _resample_groups(groups: np.ndarray, rng: np.random.Generator):
-    labels, inverse = np.unique(groups, return_inverse=True)
-    members = [np.flatnonzero(inverse == k) for k in range(labels.size)]
+    # Groups are numbered in order of first appearance, not by sorted label: labels are run ids,
+    # random for every logging of the same runs, and a seeded bootstrap must draw the same runs.
+    labels, first, inverse = np.unique(groups, return_index=True, return_inverse=True)
+    order = np.argsort(first, kind="stable")
+    members = [np.flatnonzero(inverse == k) for k in order]
     while True:
         drawn = rng.integers(0, labels.size, size=labels.size)
         yield np.concatenate([members[k] for k in drawn])

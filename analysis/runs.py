@@ -327,7 +327,9 @@ def load_grid(grid: str, *, tracking_uri: str | None = None, runs_dir: str | Pat
     score_frame = _clean_scores(score_frame, skip).copy()
     last = score_frame.groupby(["run_id", "task", "metric"])["flops"].transform("max")
     score_frame["final"] = score_frame["flops"] == last
-    score_frame = score_frame.sort_values(["task", "metric", "objective", "flops_budget", "run_id", "flops"])
+    # Ordered by what the runs are (run ids are random), so that analyses of the same runs repeat.
+    score_frame = score_frame.sort_values(["task", "metric", "objective", "flops_budget", "non_embedding_params",
+                                           "seed", "run_name", "run_id", "flops"])
     curve_frame = _numeric(pd.DataFrame(curves, columns=CURVE_COLUMNS),
                            ("value", "flops", "tokens", "non_embedding_params", "flops_budget"))
     bad_curve = ~np.isfinite(curve_frame["value"]) | ~np.isfinite(curve_frame["flops"])
