@@ -42,6 +42,7 @@ def _exclusive(path: Path):
 def add_plan_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments shared by launch and status: they must resolve the same plan to find the same keys."""
     parser.add_argument("--grid", required=True, help="a grid in sweeps/grids/ (e.g. smoke, scaling_1b) or a YAML path")
+    # Parsed with parse_intermixed_args: overrides may come before, between or after the options.
     parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
                         help="OmegaConf dotlist overrides of the grid, e.g. trainer.precision=bf16-mixed budgets=[1e20,1e21]")
     parser.add_argument("--only", action="append", default=[], metavar="FIELD=V[,V]",
@@ -71,7 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Optional[Sequence[str]] = None, *, command: Sequence[str] = RUN_COMMAND) -> int:
     """Exit codes: 0 all good, 1 some run failed, 2 bad input (nothing submitted)."""
-    args = build_parser().parse_args(argv)
+    args = build_parser().parse_intermixed_args(argv)
     machine_readable = args.format == "json"
     out = sys.stdout
     info = sys.stderr if machine_readable else sys.stdout

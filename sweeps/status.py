@@ -27,7 +27,7 @@ from sweeps.state import run_states  # noqa: E402
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="python sweeps/status.py", description=__doc__.splitlines()[0])
     add_plan_arguments(parser)
-    args = parser.parse_args(argv)
+    args = parser.parse_intermixed_args(argv)
     try:
         plan = plan_grid(args.grid, args.overrides, runs_dir=args.runs_dir, only=args.only, profile=args.profile)
     except ValueError as exc:

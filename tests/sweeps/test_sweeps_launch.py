@@ -224,3 +224,22 @@ def test_a_terminated_local_launch_stops_its_run_and_records_it(tmp_path, read_e
         os.kill(run_pid, 0)
     exits = read_events(tmp_path / "runs", "smoke", "exited")
     assert len(exits) == 1 and exits[0]["returncode"] == -2
+
+
+@pytest.mark.parametrize("script", ["launch", "status"])
+def test_overrides_may_follow_options(tmp_path, capsys, script):
+    """Overrides split by options plan the same runs as the overrides written together."""
+    from sweeps import status
+
+    main = launcher.main if script == "launch" else status.main
+    base = ["--grid", "smoke", "--runs-dir", str(tmp_path), "--format", "json"]
+    base += ["--dry-run"] if script == "launch" else []
+
+    def planned(argv):
+        assert main(argv) == 0
+        return sorted((run["run_key"], run["objective"], run["flops_budget"]) for run in json.loads(capsys.readouterr().out))
+
+    together = planned(base + ["budgets=[1e12]", "seeds=[0,1]", "--only", "objective=arm"])
+    split = planned(["--grid", "smoke", "budgets=[1e12]", "--only", "objective=arm", "seeds=[0,1]"] + base[2:])
+    assert split == together
+    assert len(split) == 2 and {run[1:] for run in split} == {("arm", 1e12)}
