@@ -1,5 +1,5 @@
 """One LightningModule for both objectives: a backbone, an objective (ARM or MDM), AdamW and a
-learning-rate schedule, logging loss, learning rate, tokens and training FLOPs seen.
+learning-rate schedule, logging loss, learning rate, gradient norm, tokens and training FLOPs seen.
 
 Tokens seen are derived from the optimizer step (global batch x sequence length per step), so the
 FLOPs axis C = 6 N D of every logged metric is exact and survives restarts without extra state.
@@ -117,6 +117,13 @@ class LanguageModel(L.LightningModule):
         self.log("train/tokens_seen", float(tokens_seen))
         self.log("train/flops_seen", training_flops_per_token(self.config) * tokens_seen)
         return loss
+
+    def on_before_optimizer_step(self, optimizer) -> None:
+        """The global gradient norm before clipping: with a small batch the MDM's 1/t weights make it
+        spiky, and how often it exceeds ``optim.grad_clip`` says how much clipping slows training."""
+        grads = [p.grad for p in self.model.parameters() if p.grad is not None]
+        if grads:
+            self.log("train/grad_norm", torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads])))
 
     def on_train_batch_end(self, outputs, batch, batch_idx) -> None:
         """Throughput (tokens/s) and MFU over each logging interval of optimizer steps."""

@@ -107,6 +107,30 @@ def test_logs_tokens_and_training_flops_seen():
     assert "perf/tokens_per_s" in last
 
 
+class GradientNorms(L.Callback):
+    """The global gradient norm as the optimizer step is about to clip it, and the logged one."""
+
+    def __init__(self):
+        self.seen, self.logged = [], []
+
+    def on_before_optimizer_step(self, trainer, module, optimizer):
+        self.seen.append(float(torch.cat([p.grad.flatten() for p in module.parameters() if p.grad is not None]).norm()))
+
+    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
+        self.logged.append(float(trainer.callback_metrics["train/grad_norm"]))
+
+
+@pytest.mark.parametrize("objective", ["arm", "mdm"])
+def test_logs_the_gradient_norm_before_clipping(objective):
+    rows = torch.randint(0, MASK_ID, (4, 32))
+    module = make_module(objective, 3)
+    norms = GradientNorms()
+    fit(module, RepeatedBatch(rows), 3, callbacks=[norms], log_every_n_steps=1, gradient_clip_val=1e-3)
+    assert len(norms.logged) == 3
+    assert norms.logged == pytest.approx(norms.seen, rel=1e-5)
+    assert min(norms.logged) > 1e-2  # far above the clip value: the norm is logged before clipping
+
+
 @pytest.mark.parametrize("objective", ["arm", "mdm"])
 def test_resume_from_checkpoint_is_exact(objective, tmp_path):
     torch.manual_seed(0)
