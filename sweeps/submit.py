@@ -56,6 +56,18 @@ def _env() -> dict:
     return env
 
 
+def _live_progress_env() -> dict:
+    """Environment that lets a run draw Lightning's live progress bar into a pipe.
+
+    The run's output reaches the terminal (and ``run.log``) through this process, so the run sees a
+    pipe; rich, which draws Lightning's bar, would then print the bar once, when the run ends. These
+    variables make it draw as on a terminal of this terminal's width, and the bar's last state in
+    ``run.log`` is where ``sweeps/status.py`` reads a running local run's progress.
+    """
+    return {"TTY_COMPATIBLE": "1", "TTY_INTERACTIVE": "1",
+            "COLUMNS": os.environ.get("COLUMNS") or str(shutil.get_terminal_size().columns)}
+
+
 def _fmt_seconds(seconds: float) -> str:
     if seconds < 120:
         return f"{seconds:.0f} s"
@@ -122,7 +134,7 @@ def _run_local(runs, log, command, stream, say) -> list[LocalOutcome]:
         with open(log_path, "ab") as log_file:
             proc = subprocess.Popen(
                 [*command, str(config)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                env=_env(), cwd=os.getcwd(),
+                env={**_env(), **_live_progress_env()}, cwd=os.getcwd(),
             )
             job_id = local_job_id(proc.pid)
             log.submitted(run.key, run.name, job_id, "local", pid=proc.pid, host=socket.gethostname(),

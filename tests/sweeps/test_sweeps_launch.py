@@ -243,3 +243,27 @@ def test_overrides_may_follow_options(tmp_path, capsys, script):
     split = planned(["--grid", "smoke", "budgets=[1e12]", "--only", "objective=arm", "seeds=[0,1]"] + base[2:])
     assert split == together
     assert len(split) == 2 and {run[1:] for run in split} == {("arm", 1e12)}
+
+
+LIVE_BAR_RUN = """
+import sys
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+with Progress(TextColumn("Epoch 0"), BarColumn(), MofNCompleteColumn()) as progress:
+    task = progress.add_task("train", total=20)
+    for _ in range(20):
+        progress.update(task, advance=1, refresh=True)
+"""
+
+
+def test_a_local_run_draws_its_progress_bar_live_into_the_pipe(tmp_path, capsys):
+    """The run writes into a pipe; its rich bar (Lightning's) still updates step by step, on this
+    terminal and in run.log, instead of appearing once at the end."""
+    script = tmp_path / "bar.py"
+    script.write_text(LIVE_BAR_RUN)
+    argv = ["--grid", "smoke", "--runs-dir", str(tmp_path), "--only", "objective=arm", "--only", "budget=1e11",
+            "--no-analysis", "--cluster", "local"]
+    launcher.main(argv + SMOKE_TESTED, command=[sys.executable, str(script)])
+    [log] = (tmp_path / "smoke").glob("*/run.log")
+    text = log.read_text()
+    assert "10/20" in text and "20/20" in text
