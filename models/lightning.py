@@ -99,8 +99,9 @@ class LanguageModel(L.LightningModule):
             maskable=response,
             generator=generator,
         )
-        logits = self.model(noisy.noisy, noisy.key_padding_mask)
-        return mdm_loss(logits, tokens, noisy.masked, noisy.p_mask, noisy.lengths)
+        hidden = self.model.hidden_states(noisy.noisy, noisy.key_padding_mask)
+        masked_logits = self.model.output(hidden[noisy.masked])  # only masked positions are scored
+        return mdm_loss(masked_logits, tokens, noisy.masked, noisy.p_mask, noisy.lengths)
 
     def _generator(self, *parts: int) -> torch.Generator:
         generator = torch.Generator(device=self.device)

@@ -192,6 +192,20 @@ class Transformer(nn.Module):
     ) -> torch.Tensor:
         """Logits [B, T, vocab]. With a ``cache``, ``tokens`` continue the cached positions and
         ``key_padding_mask`` (if given) covers all ``cache.length + T`` positions."""
+        return self.output(self.hidden_states(tokens, key_padding_mask, cache))
+
+    def hidden_states(
+        self,
+        tokens: torch.Tensor,  # [B, T] int64
+        key_padding_mask: torch.Tensor | None = None,
+        cache: KVCache | None = None,
+    ) -> torch.Tensor:
+        """The final normalised hidden states [B, T, d_model], before the output projection.
+
+        ``self.output`` applied to some of them gives those positions' logits: the MDM loss needs
+        logits only at masked positions, and the output projection with its cross-entropy is a large
+        share of a small model's step.
+        """
         batch, length = tokens.shape
         start = 0 if cache is None else cache.length
         if start + length > (cache.max_len if cache is not None else self.config.max_seq_len):
@@ -208,7 +222,7 @@ class Transformer(nn.Module):
             x = layer(x, cos, sin, attn_mask, cache, index)
         if cache is not None:
             cache.length += length
-        return self.output(self.norm(x))
+        return self.norm(x)
 
     def _attention_mask(self, batch, length, start, key_padding_mask, device) -> torch.Tensor | None:
         """Boolean [B, 1, T, S] mask (True = may attend), or None when plain causal or full

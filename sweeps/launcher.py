@@ -18,7 +18,8 @@ from sweeps.plan import plan_grid
 from sweeps.records import SweepLog
 from sweeps.report import plan_json, plan_table, state_counts
 from sweeps.state import run_states
-from sweeps.submit import RUN_COMMAND, resolve_cluster, run_local, submit_slurm
+from sweeps.local import RUN_COMMAND, run_local
+from sweeps.submit import resolve_cluster, submit_slurm
 
 
 @contextlib.contextmanager
@@ -62,6 +63,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--cluster", choices=("auto", "slurm", "local"), default="auto",
                         help="slurm (submitit job array), local (subprocesses here), auto: slurm when sbatch is on PATH")
     parser.add_argument("--retry-failed", action="store_true", help="also resubmit runs that failed")
+    parser.add_argument("--parallel", type=int, default=None, metavar="N",
+                        help="local executor: runs at once, 0 = one per core (default: the cluster profile's "
+                             "local_parallel_runs)")
     parser.add_argument("--no-analysis", action="store_true",
                         help="after a local sweep, skip the comparison (analysis/compare.py) of the grid")
     parser.add_argument("--emit-sbatch", metavar="DIR", default=None,
@@ -81,6 +85,9 @@ def main(argv: Optional[Sequence[str]] = None, *, command: Sequence[str] = RUN_C
         kw.pop("file", None)
         print(*parts, file=info, **kw)
 
+    if args.parallel is not None and args.parallel < 0:
+        print(f"error: --parallel must be 0 (one run per core) or more, got {args.parallel}", file=sys.stderr)
+        return 2
     try:
         plan = plan_grid(args.grid, args.overrides, runs_dir=args.runs_dir, only=args.only, profile=args.profile)
         slurm_profile = plan.profile.executor == "slurm"
@@ -176,7 +183,8 @@ def main(argv: Optional[Sequence[str]] = None, *, command: Sequence[str] = RUN_C
             print(f"error: another local launch of grid {plan.grid} is running in {plan.runs_root}; wait for it "
                   f"or follow it with python sweeps/status.py --grid {args.grid}", file=sys.stderr)
             return 2
-        outcomes = run_local(todo, log, command=command, stream=stream, say=say)
+        parallel = plan.profile.local_parallel_runs if args.parallel is None else args.parallel
+        outcomes = run_local(todo, log, command=command, stream=stream, say=say, parallel=parallel)
     bad = [o for o in outcomes if not o.finished]
     say(f"local sweep done: {len(outcomes) - len(bad)} finished, {len(bad)} failed, "
         f"{len(finished)} skipped (already finished); runs in {plan.runs_root}")

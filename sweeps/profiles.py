@@ -45,6 +45,9 @@ class ClusterProfile:
     signal_delay_s: int = 120  # SIGUSR2 this long before the time limit: checkpoint and requeue
     max_num_timeout: int = 3  # requeues after a time-out (preemptions are not counted)
     array_parallelism: int = 256  # runs of one job array allowed to run at once
+    # The local executor (sweeps/local.py): runs at once on this machine, 0 = one per core; the cores
+    # are shared out among them. One run streams its output (progress bar included) to the terminal.
+    local_parallel_runs: int = 1
     setup: List[str] = field(default_factory=list)  # shell lines run before a job (module load, ...)
     additional_parameters: Dict[str, Any] = field(default_factory=dict)  # extra #SBATCH options
 
@@ -91,6 +94,9 @@ def check_profile(profile: ClusterProfile, path: Path | str = "profile") -> None
         raise ValueError(f"cluster profile {path}: mfu must be in (0, 1], got {profile.mfu}")
     if profile.executor not in ("slurm", "local"):
         raise ValueError(f"cluster profile {path}: executor must be slurm or local, got {profile.executor!r}")
+    if profile.local_parallel_runs < 0:
+        raise ValueError(f"cluster profile {path}: local_parallel_runs must be 0 (one per core) or more, "
+                         f"got {profile.local_parallel_runs}")
 
 
 def check_resources(profile: ClusterProfile, devices: int, num_nodes: int, name: str = "profile") -> None:

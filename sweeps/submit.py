@@ -1,10 +1,10 @@
-"""Executors: hand planned runs to this machine (one subprocess after another) or to SLURM (submitit).
+"""Executors: which one a launch uses, and the SLURM one (the local one is ``sweeps.local``).
 
 Both write each run's resolved config to ``<out_dir>/config.yaml`` first and record every submission
 in the sweep log (``sweeps.records``) so that a re-launch knows what exists.
 
-- Local: ``python -m studies.run <out_dir>/config.yaml`` per run, in order; the run's output streams
-  live to this terminal (Lightning's progress bar included) and to ``<out_dir>/run.log``.
+- Local (``sweeps.local``): ``python -m studies.run <out_dir>/config.yaml`` per run on this machine,
+  one or several at a time.
 - SLURM: one submitit job array (``executor.batch()``) of ``sweeps.job.RunJob``, a ``Checkpointable``
   that runs ``studies.run.main`` in the job and requeues itself on preemption or time-out; the run
   resumes from its own ``last.ckpt``. Resources come from the cluster profile.
@@ -12,24 +12,14 @@ in the sweep log (``sweeps.records``) so that a re-launch knows what exists.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import shutil
-import signal
-import socket
-import subprocess
-import sys
-import threading
-import time
-from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Optional, Sequence
+from typing import Sequence
 
+from sweeps.local import REPO_ROOT
 from sweeps.profiles import ClusterProfile, check_resources
-from sweeps.records import SweepLog, local_job_id
-
-REPO_ROOT = Path(__file__).resolve().parent.parent
-RUN_COMMAND = (sys.executable, "-m", "studies.run")
+from sweeps.records import SweepLog
 
 
 def resolve_cluster(choice: str, slurm_profile: bool = True) -> str:
@@ -47,130 +37,6 @@ def resolve_cluster(choice: str, slurm_profile: bool = True) -> str:
     if choice == "auto":
         return "slurm" if has_sbatch and slurm_profile else "local"
     return choice
-
-
-def _env() -> dict:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO_ROOT), env.get("PYTHONPATH", "")) if p)
-    env.setdefault("PYTHONUNBUFFERED", "1")
-    return env
-
-
-def _live_progress_env() -> dict:
-    """Environment that lets a run draw Lightning's live progress bar into a pipe.
-
-    The run's output reaches the terminal (and ``run.log``) through this process, so the run sees a
-    pipe; rich, which draws Lightning's bar, would then print the bar once, when the run ends. These
-    variables make it draw as on a terminal of this terminal's width, and the bar's last state in
-    ``run.log`` is where ``sweeps/status.py`` reads a running local run's progress.
-    """
-    return {"TTY_COMPATIBLE": "1", "TTY_INTERACTIVE": "1",
-            "COLUMNS": os.environ.get("COLUMNS") or str(shutil.get_terminal_size().columns)}
-
-
-def _fmt_seconds(seconds: float) -> str:
-    if seconds < 120:
-        return f"{seconds:.0f} s"
-    if seconds < 7200:
-        return f"{seconds / 60:.1f} min"
-    return f"{seconds / 3600:.1f} h"
-
-
-@dataclass
-class LocalOutcome:
-    run_key: str
-    name: str
-    returncode: int
-    elapsed_s: float
-    log: Path
-    finished: bool  # exit code 0 and result.json written
-
-
-@contextlib.contextmanager
-def _termination_as_interrupt():
-    """SIGTERM and SIGHUP (``kill``, a closed terminal, a job scheduler's stop) stop a local sweep the
-    way Ctrl-C does: the running run is terminated and recorded, never left running on its own."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def interrupt(signum, frame):
-        raise KeyboardInterrupt(f"received {signal.Signals(signum).name}")
-
-    previous = {sig: signal.signal(sig, interrupt) for sig in (signal.SIGTERM, signal.SIGHUP)}
-    try:
-        yield
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-
-
-def run_local(
-    runs: Sequence,
-    log: SweepLog,
-    *,
-    command: Sequence[str] = RUN_COMMAND,
-    stream: Optional[IO[bytes]] = None,
-    say=print,
-) -> list[LocalOutcome]:
-    """Run ``command + [config]`` for every run, one after another, teeing output to ``run.log``.
-
-    A failed run does not stop the sweep; its exit code is recorded and reported. Ctrl-C, SIGTERM or
-    SIGHUP stops the current run (recorded as failed) and the sweep.
-    """
-    with _termination_as_interrupt():
-        return _run_local(runs, log, command, stream, say)
-
-
-def _run_local(runs, log, command, stream, say) -> list[LocalOutcome]:
-    stream = stream if stream is not None else sys.stdout.buffer
-    outcomes: list[LocalOutcome] = []
-    total = len(runs)
-    for index, run in enumerate(runs, 1):
-        config = run.write_config()
-        log_path = run.out_dir / "run.log"
-        say(f"[{index}/{total}] {run.name} ({run.key}) ... running; log: {log_path}", flush=True)
-        start = time.monotonic()
-        with open(log_path, "ab") as log_file:
-            proc = subprocess.Popen(
-                [*command, str(config)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                env={**_env(), **_live_progress_env()}, cwd=os.getcwd(),
-            )
-            job_id = local_job_id(proc.pid)
-            log.submitted(run.key, run.name, job_id, "local", pid=proc.pid, host=socket.gethostname(),
-                          log=str(log_path), config=str(config))
-            try:
-                while True:
-                    chunk = os.read(proc.stdout.fileno(), 65536)
-                    if not chunk:
-                        break
-                    log_file.write(chunk)
-                    log_file.flush()
-                    stream.write(chunk)
-                    stream.flush()
-                code = proc.wait()
-            except KeyboardInterrupt:
-                proc.terminate()
-                try:
-                    proc.wait(timeout=30)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                log.exited(run.key, job_id, -2, time.monotonic() - start)
-                say(f"[{index}/{total}] {run.name} interrupted; the sweep stops here", flush=True)
-                raise
-        elapsed = time.monotonic() - start
-        log.exited(run.key, job_id, code, elapsed)
-        finished = code == 0 and (run.out_dir / "result.json").is_file()
-        if finished:
-            say(f"[{index}/{total}] {run.name} finished in {_fmt_seconds(elapsed)}", flush=True)
-        elif code == 0:
-            say(f"[{index}/{total}] {run.name} FAILED: exited 0 without writing result.json after "
-                f"{_fmt_seconds(elapsed)}; log: {log_path}", flush=True)
-        else:
-            say(f"[{index}/{total}] {run.name} FAILED (exit code {code}) after {_fmt_seconds(elapsed)}; "
-                f"log: {log_path}", flush=True)
-        outcomes.append(LocalOutcome(run.key, run.name, code, elapsed, log_path, finished))
-    return outcomes
 
 
 def slurm_parameters(profile: ClusterProfile, trainer: dict, job_name: str) -> dict:
@@ -231,4 +97,4 @@ def submit_slurm(runs: Sequence, log: SweepLog, profile: ClusterProfile, grid: s
     return jobs
 
 
-__all__ = ["LocalOutcome", "RUN_COMMAND", "resolve_cluster", "run_local", "slurm_parameters", "submit_slurm"]
+__all__ = ["resolve_cluster", "slurm_parameters", "submit_slurm"]

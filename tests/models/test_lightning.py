@@ -87,6 +87,33 @@ def test_mdm_pretraining_loss_falls_towards_its_floor():
     assert after < 0.25 * before
 
 
+@pytest.mark.parametrize("sft", [False, True])
+def test_mdm_loss_and_gradients_equal_those_of_the_full_logits(sft):
+    """The module projects only masked positions to the vocabulary; the loss and every gradient must
+    equal eq. 3 computed from the full logits of the same noisy batch."""
+    from models.objectives import mdm_forward_process, mdm_loss, sft_response_mask
+
+    torch.manual_seed(0)
+    module = make_module("mdm", 1, mdm=dict(random_length_prob=0.5))
+    rows = torch.randint(0, MASK_ID, (4, 32))
+    batch = {"input_ids": rows}
+    if sft:
+        batch["prompt_lengths"] = torch.tensor([3, 8, 1, 20])
+    loss = module.loss(batch, torch.Generator().manual_seed(7))
+    grads = torch.autograd.grad(loss, list(module.parameters()))
+
+    response = sft_response_mask(batch["prompt_lengths"], 32) if sft else None
+    noisy = mdm_forward_process(rows, MASK_ID, eps=module.mdm_config.eps, maskable=response,
+                                random_length_prob=0.0 if sft else 0.5, generator=torch.Generator().manual_seed(7))
+    if not sft:
+        assert noisy.key_padding_mask is not None  # a cut sequence is part of the check
+    full = mdm_loss(module.model(noisy.noisy, noisy.key_padding_mask), rows, noisy.masked, noisy.p_mask, noisy.lengths)
+    full_grads = torch.autograd.grad(full, list(module.parameters()))
+    assert loss.item() == pytest.approx(full.item(), rel=1e-5)
+    for got, want in zip(grads, full_grads):
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-7)
+
+
 class Recorder(L.Callback):
     def __init__(self):
         self.logged = []

@@ -36,6 +36,22 @@ def test_mdm_loss_batch_normalisation_is_sum_over_batch_times_length():
     assert mdm_loss(logits, targets, masked, p_mask).item() == pytest.approx(expected.item(), rel=1e-6)
 
 
+def test_mdm_loss_on_the_masked_rows_alone_equals_the_full_loss():
+    torch.manual_seed(0)
+    logits = torch.randn(3, 6, 7)
+    targets = torch.randint(0, 7, (3, 6))
+    masked = torch.rand(3, 6) < 0.5
+    masked[0, 0] = masked[1, 1] = masked[2, 2] = True
+    p_mask = torch.rand(3) * 0.9 + 0.1
+    lengths = torch.tensor([6, 3, 4])
+    for normaliser in (None, lengths):
+        full = mdm_loss(logits, targets, masked, p_mask, normaliser)
+        rows = mdm_loss(logits[masked], targets, masked, p_mask, normaliser)
+        assert rows.item() == pytest.approx(full.item(), rel=1e-6)
+    with pytest.raises(ValueError, match="rows for"):
+        mdm_loss(logits[masked][1:], targets, masked, p_mask)
+
+
 def test_arm_loss_equals_cross_entropy_on_shifted_tokens():
     torch.manual_seed(0)
     logits = torch.randn(2, 6, 11)

@@ -14,16 +14,20 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 
 FAKE_RUN = textwrap.dedent(
     """
-    import json, os, pathlib, sys
+    import json, os, pathlib, sys, time
     from omegaconf import OmegaConf
 
     cfg = OmegaConf.load(sys.argv[1])
+    started = time.time()
     print(f"fake run {cfg.name} ({cfg.objective})", flush=True)
     if os.environ.get("FAKE_FAIL_OBJECTIVE") == cfg.objective:
         print("fake failure", file=sys.stderr, flush=True)
         sys.exit(3)
+    time.sleep(float(os.environ.get("FAKE_RUN_SECONDS", "0")))
     out = pathlib.Path(cfg.out_dir)
-    (out / "result.json").write_text(json.dumps({"name": cfg.name, "flops": cfg.budget.flops}))
+    (out / "result.json").write_text(json.dumps({
+        "name": cfg.name, "flops": cfg.budget.flops, "started": started, "ended": time.time(),
+        "threads": os.environ.get("OMP_NUM_THREADS")}))
     """
 )
 

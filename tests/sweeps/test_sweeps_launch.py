@@ -80,7 +80,7 @@ def test_dry_run_table_has_every_column_and_totals(tmp_path, capsys):
 
 
 def test_relaunch_of_a_finished_local_grid_submits_nothing(tmp_path, fake_command, read_events, capsys):
-    argv = ["--grid", "smoke", "--cluster", "local", "--runs-dir", str(tmp_path), *SMOKE_TESTED]
+    argv = ["--grid", "smoke", "--cluster", "local", "--parallel", "1", "--runs-dir", str(tmp_path), *SMOKE_TESTED]
     assert launcher.main(argv, command=fake_command) == 0
     submitted = read_events(tmp_path, "smoke")
     assert len(submitted) == 6 and all(e["executor"] == "local" for e in submitted)
@@ -187,43 +187,48 @@ def test_second_local_launch_of_a_running_grid_is_refused(tmp_path, fake_command
 
 
 SLEEPING_RUN = """
-import os, pathlib, sys, time
-pathlib.Path(sys.argv[1]).write_text(str(os.getpid()))
+import os, sys, time
+with open(sys.argv[1], "a") as pids:
+    pids.write(f"{os.getpid()}\\n")
 time.sleep(120)
 """
 DRIVER = """
 import sys
 from sweeps import launcher
-sys.exit(launcher.main(["--grid", "smoke", "--cluster", "local", "--runs-dir", sys.argv[1]],
+sys.exit(launcher.main(["--grid", "smoke", "--cluster", "local", "--runs-dir", sys.argv[1], "--parallel", sys.argv[4]],
                        command=[sys.executable, sys.argv[2], sys.argv[3]]))
 """
 
 
+@pytest.mark.parametrize("parallel", [1, 2])
 @pytest.mark.parametrize("signal_name", ["SIGTERM", "SIGHUP"])
-def test_a_terminated_local_launch_stops_its_run_and_records_it(tmp_path, read_events, signal_name):
-    """Killing the launcher (kill, a closed terminal) stops the run it started instead of orphaning it."""
+def test_a_terminated_local_launch_stops_its_runs_and_records_them(tmp_path, read_events, signal_name, parallel):
+    """Killing the launcher (kill, a closed terminal) stops the runs it started instead of orphaning them."""
     import os
     import signal
 
-    run_script, driver, pid_file = tmp_path / "sleeping_run.py", tmp_path / "driver.py", tmp_path / "run.pid"
+    run_script, driver, pid_file = tmp_path / "sleeping_run.py", tmp_path / "driver.py", tmp_path / "run.pids"
     run_script.write_text(SLEEPING_RUN)
     driver.write_text(DRIVER)
-    # The run command is [python, sleeping_run.py, run.pid] + [config]: the pid file comes first.
-    launch = subprocess.Popen([sys.executable, str(driver), str(tmp_path / "runs"), str(run_script), str(pid_file)],
+    # The run command is [python, sleeping_run.py, run.pids] + [config]: the pid file comes first.
+    launch = subprocess.Popen([sys.executable, str(driver), str(tmp_path / "runs"), str(run_script), str(pid_file),
+                               str(parallel)],
                               cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     deadline = time.monotonic() + 60
-    while not pid_file.is_file() or not pid_file.read_text():
-        assert time.monotonic() < deadline and launch.poll() is None, "the run never started"
+    while not pid_file.is_file() or len(pid_file.read_text().split()) < parallel:
+        assert time.monotonic() < deadline and launch.poll() is None, "the runs never started"
         time.sleep(0.1)
-    run_pid = int(pid_file.read_text())
+    run_pids = [int(pid) for pid in pid_file.read_text().split()]
     launch.send_signal(getattr(signal, signal_name))
     output, _ = launch.communicate(timeout=60)
     assert launch.returncode != 0
-    assert "interrupted; the sweep stops here" in output
-    with pytest.raises(ProcessLookupError):  # the run is gone (and reaped by the launcher)
-        os.kill(run_pid, 0)
+    assert output.count("interrupted; the sweep stops here") == parallel
+    assert len(run_pids) == parallel
+    for pid in run_pids:
+        with pytest.raises(ProcessLookupError):  # the run is gone (and reaped by the launcher)
+            os.kill(pid, 0)
     exits = read_events(tmp_path / "runs", "smoke", "exited")
-    assert len(exits) == 1 and exits[0]["returncode"] == -2
+    assert len(exits) == parallel and {e["returncode"] for e in exits} == {-2}
 
 
 @pytest.mark.parametrize("script", ["launch", "status"])
@@ -267,3 +272,35 @@ def test_a_local_run_draws_its_progress_bar_live_into_the_pipe(tmp_path, capsys)
     [log] = (tmp_path / "smoke").glob("*/run.log")
     text = log.read_text()
     assert "10/20" in text and "20/20" in text
+
+
+def test_parallel_local_runs_share_the_cores_and_start_largest_first(tmp_path, fake_command, read_events,
+                                                                    monkeypatch, capsys):
+    from sweeps.local import cpu_count
+
+    monkeypatch.setenv("FAKE_RUN_SECONDS", "1.5")
+    argv = ["--grid", "smoke", "--cluster", "local", "--parallel", "2", "--runs-dir", str(tmp_path),
+            "--no-analysis", *SMOKE_TESTED]
+    assert launcher.main(argv, command=fake_command) == 0
+    out = capsys.readouterr().out
+    assert "6 runs, 2 at a time" in out and "fake run" not in out  # run output goes to each run.log only
+    results = [json.loads(p.read_text()) for p in (tmp_path / "smoke").glob("*/result.json")]
+    assert len(results) == 6
+    assert {r["threads"] for r in results} == {str(max(1, cpu_count() // 2))}
+    by_start = sorted(results, key=lambda r: r["started"])
+    # the two largest runs start together, first; at most two runs overlap at any moment
+    assert {r["flops"] for r in by_start[:2]} == {max(r["flops"] for r in results)}
+    assert by_start[1]["started"] < by_start[0]["ended"]
+    for r in results:
+        overlapping = [o for o in results if o["started"] < r["started"] < o["ended"]]
+        assert len(overlapping) <= 1
+    for log in (tmp_path / "smoke").glob("*/run.log"):
+        assert "fake run" in log.read_text()
+    assert len(read_events(tmp_path, "smoke", "exited")) == 6
+
+
+def test_negative_parallel_is_refused_before_anything_runs(tmp_path, fake_command, read_events, capsys):
+    argv = ["--grid", "smoke", "--cluster", "local", "--parallel", "-1", "--runs-dir", str(tmp_path)]
+    assert launcher.main(argv, command=fake_command) == 2
+    assert "--parallel must be 0 (one run per core) or more" in capsys.readouterr().err
+    assert read_events(tmp_path, "smoke") == []
