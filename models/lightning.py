@@ -98,6 +98,7 @@ class LanguageModel(L.LightningModule):
             random_length_prob=self.mdm_config.random_length_prob if response is None else 0.0,
             maskable=response,
             generator=generator,
+            t_sampling=self.mdm_config.t_sampling,
         )
         hidden = self.model.hidden_states(noisy.noisy, noisy.key_padding_mask)
         masked_logits = self.model.output(hidden[noisy.masked])  # only masked positions are scored
@@ -112,18 +113,26 @@ class LanguageModel(L.LightningModule):
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         generator = self._generator(0, self.global_step, batch_idx, self.global_rank)
         loss = self.loss(batch, generator)
-        tokens_seen = (self.global_step + 1) * self.tokens_per_step
         self.log("train/loss", loss, prog_bar=True)
-        self.log("train/lr", self.trainer.optimizers[0].param_groups[0]["lr"])
-        self.log("train/tokens_seen", float(tokens_seen))
-        self.log("train/flops_seen", training_flops_per_token(self.config) * tokens_seen)
+        if self._logged_step():
+            tokens_seen = (self.global_step + 1) * self.tokens_per_step
+            self.log("train/lr", self.trainer.optimizers[0].param_groups[0]["lr"])
+            self.log("train/tokens_seen", float(tokens_seen))
+            self.log("train/flops_seen", training_flops_per_token(self.config) * tokens_seen)
         return loss
+
+    def _logged_step(self) -> bool:
+        """Whether the logger writes this optimizer step's metrics (every ``log_every_n_steps``, as
+        Lightning decides it). Metrics only the logger reads are computed and logged then alone: a
+        ``self.log`` call costs about a millisecond, a noticeable share of a small model's step."""
+        every = self.trainer.log_every_n_steps
+        return bool(every) and (self.global_step + 1) % every == 0
 
     def on_before_optimizer_step(self, optimizer) -> None:
         """The global gradient norm before clipping: with a small batch the MDM's 1/t weights make it
         spiky, and how often it exceeds ``optim.grad_clip`` says how much clipping slows training."""
         grads = [p.grad for p in self.model.parameters() if p.grad is not None]
-        if grads:
+        if grads and self._logged_step():
             self.log("train/grad_norm", torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads])))
 
     def on_train_batch_end(self, outputs, batch, batch_idx) -> None:

@@ -13,12 +13,16 @@ import torch
 import torch.nn.functional as F
 
 
+IGNORE_INDEX = -100  # a target that scores nothing (F.cross_entropy's default ignore_index)
+
+
 def _token_cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """Per-token cross-entropy [B, L] of logits [B, L, V]. Flattened to [B*L, V] rather than passed
-    as a transposed [B, V, L] view: the strided class dimension makes forward and backward several
-    times slower on a CPU."""
+    """Per-token cross-entropy [B, L] of logits [B, L, V], zero where the target is IGNORE_INDEX.
+    Flattened to [B*L, V] rather than passed as a transposed [B, V, L] view: the strided class
+    dimension makes forward and backward several times slower on a CPU."""
     batch, length, vocab = logits.shape
-    return F.cross_entropy(logits.reshape(-1, vocab), targets.reshape(-1), reduction="none").view(batch, length)
+    return F.cross_entropy(logits.reshape(-1, vocab), targets.reshape(-1), reduction="none",
+                           ignore_index=IGNORE_INDEX).view(batch, length)
 
 
 def arm_loss(
@@ -31,9 +35,10 @@ def arm_loss(
     Pretraining scores every next token; SFT passes ``target_mask`` = response positions (the
     response's EOS padding included), so prompt tokens are never scored.
     """
-    shifted_logits = logits[:, :-1].float()
-    targets = tokens[:, 1:]
-    per_token = _token_cross_entropy(shifted_logits, targets)  # [B, L-1]
+    # Targets shifted left instead of logits sliced: slicing [:, :-1] would copy the [B, L, V] logits
+    # (and fill a zero gradient for the slice in backward). The last position predicts nothing.
+    targets = F.pad(tokens[:, 1:], (0, 1), value=IGNORE_INDEX)
+    per_token = _token_cross_entropy(logits.float(), targets)[:, :-1]  # [B, L-1]
     if target_mask is None:
         return per_token.mean()
     scored = target_mask[:, 1:].to(per_token.dtype)
@@ -90,6 +95,17 @@ class MaskedBatch:
     key_padding_mask: torch.Tensor | None  # bool [B, L], None when every position is real
 
 
+def _draw_t(batch: int, t_sampling: str, device, generator: torch.Generator | None) -> torch.Tensor:
+    """t [B], each U(0, 1): independent ("uniform") or (u + i) / B shuffled ("stratified")."""
+    if t_sampling == "uniform":
+        return torch.rand(batch, device=device, generator=generator)
+    if t_sampling == "stratified":
+        offset = torch.rand(1, device=device, generator=generator)
+        order = torch.randperm(batch, device=device, generator=generator)
+        return (offset + order.to(offset.dtype)) / batch
+    raise ValueError(f"unknown mdm.t_sampling {t_sampling!r}; use uniform or stratified")
+
+
 def mdm_forward_process(
     tokens: torch.Tensor,  # [B, L]
     mask_id: int,
@@ -98,9 +114,11 @@ def mdm_forward_process(
     random_length_prob: float = 0.0,
     maskable: torch.Tensor | None = None,  # bool [B, L]: positions that may be masked (SFT: response)
     generator: torch.Generator | None = None,
+    t_sampling: str = "uniform",
 ) -> MaskedBatch:
     """Draw t ~ U(0, 1) per sequence, p_mask = (1 - eps) t + eps, and mask each maskable token
-    independently with probability p_mask (LLaDA's forward process).
+    independently with probability p_mask (LLaDA's forward process). ``t_sampling`` is
+    ``MDMConfig.t_sampling``.
 
     With ``random_length_prob`` > 0, each sequence is, with that probability, cut to a length drawn
     from U[1, L] (LLaDA does this for 1% of pretraining data so the model sees short inputs): the
@@ -110,7 +128,7 @@ def mdm_forward_process(
     """
     batch, length = tokens.shape
     device = tokens.device
-    t = torch.rand(batch, device=device, generator=generator)
+    t = _draw_t(batch, t_sampling, device, generator)
     p_mask = ((1 - eps) * t + eps)[:, None].expand(batch, length)
     draws = torch.rand(batch, length, device=device, generator=generator)
     masked = draws < p_mask

@@ -48,8 +48,15 @@ class MDMConfig:
     """LLaDA's forward process: p_mask = (1 - eps) t + eps with t ~ U(0, 1); a fraction
     ``random_length_prob`` of pretraining sequences is cut to a length drawn from U[1, L]."""
 
+
     eps: float = 1e-3
     random_length_prob: float = 0.01
+    # "uniform": t drawn independently per sequence (LLaDA). "stratified": the batch's t values are
+    # (u + i) / B for i = 0..B-1 with one u ~ U(0, 1), shuffled (the low-discrepancy sampler of
+    # Kingma et al. 2021 and of MDLM, Sahoo et al. 2024). Each t is still U(0, 1), so eq. 3 is
+    # unchanged in expectation; a small batch just never draws all its t near 0, where the 1/t
+    # weights make the loss estimate noisy.
+    t_sampling: str = "uniform"
 
 
 def lr_multiplier(step: int, total_steps: int, schedule: ScheduleConfig) -> float:

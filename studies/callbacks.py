@@ -16,3 +16,14 @@ class DataEpochs(L.Callback):
         progress = getattr(trainer.datamodule, "epoch_progress", None)
         if progress is not None:
             pl_module.log("data/epochs", float(progress))
+
+
+def progress_bar(refresh_steps: int) -> L.Callback:
+    """Lightning's own training bar (rich where it is installed, else tqdm), redrawn every
+    ``refresh_steps`` steps."""
+    from lightning.pytorch.callbacks import RichProgressBar, TQDMProgressBar
+    from lightning.pytorch.utilities.imports import _RICH_AVAILABLE
+
+    if refresh_steps < 1:
+        raise ValueError(f"trainer.progress_bar_refresh_steps must be at least 1, got {refresh_steps}")
+    return RichProgressBar(refresh_rate=refresh_steps) if _RICH_AVAILABLE else TQDMProgressBar(refresh_rate=refresh_steps)

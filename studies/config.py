@@ -37,6 +37,8 @@ class TrainerConfig:
     checkpoint_every_n_steps: int = 500
     num_workers: int = 2
     progress_bar: bool = True
+    # Redraw Lightning's bar every this many steps: each redraw costs a few percent of a tiny model's step.
+    progress_bar_refresh_steps: int = 1
     compile: bool = False
     # Dense peak of one device (e.g. 989e12 for an H100 SXM in bf16): enables the perf/mfu metric.
     peak_flops_per_device: Optional[float] = None
@@ -132,6 +134,10 @@ def check_run_config(cfg: RunConfig) -> None:
         raise ValueError(f"schedule.kind must be wsd, cosine or constant, got {s.kind!r}")
     if s.kind == "wsd" and not 0 <= s.drop_at <= s.decay_start <= 1:
         raise ValueError("schedule needs 0 <= drop_at <= decay_start <= 1")
+    if t.progress_bar_refresh_steps < 1:
+        raise ValueError(f"trainer.progress_bar_refresh_steps must be at least 1, got {t.progress_bar_refresh_steps}")
+    if cfg.mdm.t_sampling not in ("uniform", "stratified"):
+        raise ValueError(f"mdm.t_sampling must be uniform or stratified, got {cfg.mdm.t_sampling!r}")
 
 
 def accumulate_grad_batches(trainer: TrainerConfig) -> int:

@@ -74,7 +74,7 @@ def run(cfg: RunConfig, callbacks: list | None = None) -> dict:
 
     from models.config import training_flops_per_token
     from models.lightning import LanguageModel
-    from studies.callbacks import DataEpochs
+    from studies.callbacks import DataEpochs, progress_bar
     from studies.preemption import CheckpointAndRequeue, cluster_plugins
     from studies.data.loader import TokenDataModule
     from studies.data.prepare import load_metadata, prepare_dataset
@@ -143,6 +143,7 @@ def run(cfg: RunConfig, callbacks: list | None = None) -> dict:
         logger=loggers,
         callbacks=[
             *(callbacks or []),
+            *([progress_bar(t.progress_bar_refresh_steps)] if t.progress_bar else []),
             DataEpochs(),
             CheckpointAndRequeue(checkpoints / "last.ckpt"),  # SLURM --signal / preemption
             *([evaluation] if evaluation is not None else []),

@@ -192,3 +192,25 @@ def test_bad_construction_is_refused():
     bidirectional = dataclasses.asdict(preset("tiny", vocab_size=VOCAB, causal=False))
     with pytest.raises(ValueError, match="mask token"):
         LanguageModel(bidirectional, "mdm", total_steps=1, tokens_per_step=1, mask_id=None)
+
+
+def test_logger_metrics_are_logged_on_the_steps_the_logger_writes():
+    """lr, tokens, FLOPs and the gradient norm are computed only on logged steps, and those are
+    exactly the steps Lightning writes: every log_every_n_steps-th optimizer step."""
+
+    class Written(L.Callback):
+        def __init__(self):
+            self.steps = {}
+
+        def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
+            if trainer._logger_connector.should_update_logs:
+                self.steps[trainer.global_step] = dict(trainer.callback_metrics)
+
+    rows = torch.randint(0, MASK_ID, (4, 32))
+    module = make_module("arm", 9)
+    written = Written()
+    fit(module, RepeatedBatch(rows), 9, callbacks=[written], log_every_n_steps=3)
+    assert sorted(written.steps) == [3, 6, 9]
+    for step, metrics in written.steps.items():
+        assert float(metrics["train/tokens_seen"]) == step * 4 * 32
+        assert "train/grad_norm" in metrics and "train/lr" in metrics

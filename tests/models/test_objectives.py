@@ -118,3 +118,25 @@ def test_forward_process_is_reproducible_from_its_generator():
     b = mdm_forward_process(tokens, 9, generator=torch.Generator().manual_seed(7))
     c = mdm_forward_process(tokens, 9, generator=torch.Generator().manual_seed(8))
     assert torch.equal(a.masked, b.masked) and not torch.equal(a.masked, c.masked)
+
+
+def test_stratified_t_puts_one_draw_in_each_stratum_and_keeps_every_t_uniform():
+    from scipy import stats
+
+    from models.objectives import _draw_t
+
+    generator = torch.Generator().manual_seed(0)
+    draws = torch.stack([_draw_t(8, "stratified", "cpu", generator) for _ in range(2000)])  # [2000, 8]
+    strata = torch.floor(draws * 8).sort(dim=1).values
+    assert torch.equal(strata, torch.arange(8.0).expand(2000, 8))
+    # each position of the batch is still U(0, 1), so eq. 3 is unchanged in expectation
+    for position in (0, 5):
+        assert stats.kstest(draws[:, position].numpy(), "uniform").pvalue > 1e-3
+    # and the batch mean varies far less than with independent draws
+    independent = torch.stack([_draw_t(8, "uniform", "cpu", generator) for _ in range(2000)])
+    assert draws.mean(dim=1).std() < 0.5 * independent.mean(dim=1).std()  # 1/sqrt(8) in theory
+    tokens = torch.randint(4, 50, (8, 64))
+    masked = mdm_forward_process(tokens, 3, t_sampling="stratified", generator=generator)
+    assert sorted(torch.floor(masked.p_mask[:, 0] * 8).tolist()) == list(range(8))
+    with pytest.raises(ValueError, match="unknown mdm.t_sampling"):
+        mdm_forward_process(tokens, 3, t_sampling="sobol")
