@@ -8,8 +8,8 @@ exists. Each run's output goes to ``<out_dir>/run.log``.
   included, and the run may use every core.
 - ``parallel`` runs at a time: the cores are shared out (``OMP_NUM_THREADS`` = cores // parallel),
   the largest runs start first (so the sweep ends with small runs filling the gaps), and this
-  terminal gets a line per start and exit plus, every few seconds, each running run's progress as
-  read from its log. Small CPU models gain: two one-thread runs of the smoke grid's model train
+  terminal gets a line per start and exit plus a line, redrawn every few seconds, with each running
+  run's progress as read from its log. Small CPU models gain: two one-thread runs of the smoke grid's model train
   about 1.3 times as many tokens per second as one two-thread run.
 
 Ctrl-C, SIGTERM or SIGHUP stop every running run (each recorded as failed with exit code -2) and
@@ -36,7 +36,7 @@ from sweeps.state import log_progress
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 RUN_COMMAND = (sys.executable, "-m", "studies.run")
-PROGRESS_EVERY_S = 5.0  # progress lines of a parallel sweep, on a terminal
+PROGRESS_EVERY_S = 2.0  # progress line of a parallel sweep, redrawn in place on a terminal
 PROGRESS_EVERY_S_NO_TTY = 60.0  # and into a file or pipe
 
 
@@ -192,7 +192,7 @@ def run_local(
         parallel = resolve_parallel(parallel, len(runs))
         if parallel == 1:
             return _one_at_a_time(runs, log, command, stream, say, interrupts)
-        return _side_by_side(runs, log, command, say, parallel, interrupts)
+        return _side_by_side(runs, log, command, stream, say, parallel, interrupts)
 
 
 def _one_at_a_time(runs, log, command, stream, say, interrupts: _Interrupts) -> list[LocalOutcome]:
@@ -224,16 +224,46 @@ def _one_at_a_time(runs, log, command, stream, say, interrupts: _Interrupts) -> 
     return outcomes
 
 
-def _side_by_side(runs, log, command, say, parallel: int, interrupts: _Interrupts) -> list[LocalOutcome]:
+class _ProgressLine:
+    """Each running run's progress, read from its log. On a terminal it is one line redrawn in place
+    (cleared before any other line is printed); into a file or pipe it is a plain line now and then."""
+
+    def __init__(self, stream: IO[bytes], say):
+        self.stream, self._say = stream, say
+        self.interactive = stream.isatty()
+        self.every = PROGRESS_EVERY_S if self.interactive else PROGRESS_EVERY_S_NO_TTY
+        self.shown = False
+
+    def say(self, *parts, **kw) -> None:
+        self.clear()
+        self._say(*parts, **kw)
+
+    def clear(self) -> None:
+        if self.shown:
+            self.stream.write(b"\r\x1b[K")
+            self.stream.flush()
+            self.shown = False
+
+    def show(self, text: str) -> None:
+        if not self.interactive:
+            self._say(text, flush=True)
+            return
+        width = shutil.get_terminal_size().columns - 1
+        self.stream.write(b"\r\x1b[K" + text[:width].encode())
+        self.stream.flush()
+        self.shown = True
+
+
+def _side_by_side(runs, log, command, stream, say, parallel: int, interrupts: _Interrupts) -> list[LocalOutcome]:
     """``parallel`` runs at once, largest first, each writing to its own run.log."""
     env = _env(threads=max(1, cpu_count() // parallel))
     queue = sorted(enumerate(runs, 1), key=lambda item: -_size(item[1]))
-    say(f"running {len(runs)} runs, {parallel} at a time with {env['OMP_NUM_THREADS']} thread(s) each, "
-        "largest first; each run's output goes to its log", flush=True)
-    every = PROGRESS_EVERY_S if sys.stdout.isatty() else PROGRESS_EVERY_S_NO_TTY
+    line = _ProgressLine(stream if stream is not None else sys.stdout.buffer, say)
+    line.say(f"running {len(runs)} runs, {parallel} at a time with {env['OMP_NUM_THREADS']} thread(s) each, "
+             "largest first; each run's output goes to its log", flush=True)
     active: list[tuple[_Started, IO[bytes]]] = []
     outcomes: dict[int, LocalOutcome] = {}
-    next_report = time.monotonic() + every
+    next_report = time.monotonic() + line.every
     try:
         while queue or active:
             while queue and len(active) < parallel:
@@ -241,7 +271,7 @@ def _side_by_side(runs, log, command, say, parallel: int, interrupts: _Interrupt
                 run.out_dir.mkdir(parents=True, exist_ok=True)
                 with interrupts.deferred():
                     handle = open(run.out_dir / "run.log", "ab")
-                    active.append((_Started(run, index, len(runs), log, command, env, handle, say), handle))
+                    active.append((_Started(run, index, len(runs), log, command, env, handle, line.say), handle))
             time.sleep(0.2)
             for item in list(active):
                 started, handle = item
@@ -251,13 +281,15 @@ def _side_by_side(runs, log, command, say, parallel: int, interrupts: _Interrupt
                     active.remove(item)
                     outcomes[started.index] = started.finish(code)
             if active and time.monotonic() >= next_report:
-                say("  running: " + "; ".join(started.progress() for started, _ in active), flush=True)
-                next_report = time.monotonic() + every
+                line.show("  running: " + "; ".join(started.progress() for started, _ in active))
+                next_report = time.monotonic() + line.every
     except KeyboardInterrupt:
         for started, handle in active:
             started.stop()
             handle.close()
         raise
+    finally:
+        line.clear()
     return [outcomes[index] for index in sorted(outcomes)]
 
 
