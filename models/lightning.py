@@ -131,9 +131,11 @@ class LanguageModel(L.LightningModule):
     def on_before_optimizer_step(self, optimizer) -> None:
         """The global gradient norm before clipping: with a small batch the MDM's 1/t weights make it
         spiky, and how often it exceeds ``optim.grad_clip`` says how much clipping slows training."""
+        if not self._logged_step():
+            return
         grads = [p.grad for p in self.model.parameters() if p.grad is not None]
-        if grads and self._logged_step():
-            self.log("train/grad_norm", torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads])))
+        if grads:
+            self.log("train/grad_norm", torch.nn.utils.get_total_norm(grads))
 
     def on_train_batch_end(self, outputs, batch, batch_idx) -> None:
         """Throughput (tokens/s) and MFU over each logging interval of optimizer steps."""

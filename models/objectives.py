@@ -17,12 +17,12 @@ IGNORE_INDEX = -100  # a target that scores nothing (F.cross_entropy's default i
 
 
 def _token_cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """Per-token cross-entropy [B, L] of logits [B, L, V], zero where the target is IGNORE_INDEX.
-    Flattened to [B*L, V] rather than passed as a transposed [B, V, L] view: the strided class
-    dimension makes forward and backward several times slower on a CPU."""
-    batch, length, vocab = logits.shape
-    return F.cross_entropy(logits.reshape(-1, vocab), targets.reshape(-1), reduction="none",
-                           ignore_index=IGNORE_INDEX).view(batch, length)
+    """Per-token cross-entropy, shaped like ``targets``, of logits [..., V] (e.g. [B, L, V] or the
+    [M, V] rows of masked positions); zero where the target is IGNORE_INDEX. Flattened to [N, V]
+    rather than passed as a transposed [B, V, L] view: the strided class dimension makes forward and
+    backward several times slower on a CPU."""
+    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), reduction="none",
+                           ignore_index=IGNORE_INDEX).view(targets.shape)
 
 
 def arm_loss(
@@ -76,7 +76,7 @@ def mdm_loss(
         logits = logits[masked]
     if logits.shape[0] != int(masked.sum()):
         raise ValueError(f"logits has {logits.shape[0]} rows for {int(masked.sum())} masked positions")
-    weighted = _token_cross_entropy(logits[None].float(), targets[masked][None])[0] / p_mask[masked]  # [M]
+    weighted = _token_cross_entropy(logits.float(), targets[masked]) / p_mask[masked]  # [M]
     if lengths is None:
         return weighted.sum() / (batch * length)
     rows = masked.nonzero()[:, 0]

@@ -48,7 +48,6 @@ class MDMConfig:
     """LLaDA's forward process: p_mask = (1 - eps) t + eps with t ~ U(0, 1); a fraction
     ``random_length_prob`` of pretraining sequences is cut to a length drawn from U[1, L]."""
 
-
     eps: float = 1e-3
     random_length_prob: float = 0.01
     # "uniform": t drawn independently per sequence (LLaDA). "stratified": the batch's t values are

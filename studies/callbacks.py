@@ -20,10 +20,8 @@ class DataEpochs(L.Callback):
 
 def progress_bar(refresh_steps: int) -> L.Callback:
     """Lightning's own training bar (rich where it is installed, else tqdm), redrawn every
-    ``refresh_steps`` steps."""
+    ``refresh_steps`` steps (``check_run_config`` makes it at least 1)."""
     from lightning.pytorch.callbacks import RichProgressBar, TQDMProgressBar
     from lightning.pytorch.utilities.imports import _RICH_AVAILABLE
 
-    if refresh_steps < 1:
-        raise ValueError(f"trainer.progress_bar_refresh_steps must be at least 1, got {refresh_steps}")
     return RichProgressBar(refresh_rate=refresh_steps) if _RICH_AVAILABLE else TQDMProgressBar(refresh_rate=refresh_steps)

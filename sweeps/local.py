@@ -9,8 +9,8 @@ exists. Each run's output goes to ``<out_dir>/run.log``.
 - ``parallel`` runs at a time: the cores are shared out (``OMP_NUM_THREADS`` = cores // parallel),
   the largest runs start first (so the sweep ends with small runs filling the gaps), and this
   terminal gets a line per start and exit plus a line, redrawn every few seconds, with each running
-  run's progress as read from its log. Small CPU models gain: two one-thread runs of the smoke grid's model train
-  about 1.3 times as many tokens per second as one two-thread run.
+  run's progress as read from its log. Small CPU models gain: two one-thread runs of the smoke
+  grid's model train about 1.3 times as many tokens per second as one two-thread run.
 
 Ctrl-C, SIGTERM or SIGHUP stop every running run (each recorded as failed with exit code -2) and
 the sweep. A failed run does not stop the sweep; its exit code is recorded and reported.
@@ -148,8 +148,7 @@ class _Started:
                       log=str(self.log_path), config=str(config))
 
     def progress(self) -> str:
-        steps = self.run.budget.steps if hasattr(self.run, "budget") else None
-        return f"{self.run.name} {log_progress(str(self.log_path), steps) or 'starting'}"
+        return f"{self.run.name} {log_progress(str(self.log_path), self.run.budget.steps) or 'starting'}"
 
     def stop(self) -> None:
         """Terminate (then kill) the run and record it as interrupted."""
@@ -257,7 +256,7 @@ class _ProgressLine:
 def _side_by_side(runs, log, command, stream, say, parallel: int, interrupts: _Interrupts) -> list[LocalOutcome]:
     """``parallel`` runs at once, largest first, each writing to its own run.log."""
     env = _env(threads=max(1, cpu_count() // parallel))
-    queue = sorted(enumerate(runs, 1), key=lambda item: -_size(item[1]))
+    queue = sorted(enumerate(runs, 1), key=lambda item: -item[1].budget.flops)
     line = _ProgressLine(stream if stream is not None else sys.stdout.buffer, say)
     line.say(f"running {len(runs)} runs, {parallel} at a time with {env['OMP_NUM_THREADS']} thread(s) each, "
              "largest first; each run's output goes to its log", flush=True)
@@ -291,12 +290,6 @@ def _side_by_side(runs, log, command, stream, say, parallel: int, interrupts: _I
     finally:
         line.clear()
     return [outcomes[index] for index in sorted(outcomes)]
-
-
-def _size(run) -> float:
-    """A run's work, for ordering: its training FLOPs (runs without a budget count as zero)."""
-    budget = getattr(run, "budget", None)
-    return float(getattr(budget, "flops", 0.0) or 0.0)
 
 
 __all__ = ["LocalOutcome", "RUN_COMMAND", "cpu_count", "resolve_parallel", "run_local"]

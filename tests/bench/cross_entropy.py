@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from pathlib import Path
 
 import torch
@@ -22,34 +21,23 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from models.objectives import _token_cross_entropy  # noqa: E402
+from timing import add_shape_arguments, seconds_per_call  # noqa: E402  (tests/bench/timing.py)
 
 
 def transposed(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     return F.cross_entropy(logits.transpose(1, 2), targets, reduction="none")
 
 
-def seconds_per_call(loss_fn, logits: torch.Tensor, targets: torch.Tensor, repeats: int) -> float:
-    for _ in range(3):  # warm-up
-        loss_fn(logits, targets).sum().backward()
-    start = time.perf_counter()
-    for _ in range(repeats):
-        loss_fn(logits, targets).sum().backward()
-    return (time.perf_counter() - start) / repeats
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--batch", type=int, default=16)
-    parser.add_argument("--length", type=int, default=128)
-    parser.add_argument("--vocab", type=int, default=1175)
-    parser.add_argument("--repeats", type=int, default=30)
+    add_shape_arguments(parser)
     args = parser.parse_args()
     torch.manual_seed(0)
     logits = torch.randn(args.batch, args.length, args.vocab, requires_grad=True)
     targets = torch.randint(0, args.vocab, (args.batch, args.length))
     torch.testing.assert_close(_token_cross_entropy(logits, targets), transposed(logits, targets))
-    old = seconds_per_call(transposed, logits, targets, args.repeats)
-    new = seconds_per_call(_token_cross_entropy, logits, targets, args.repeats)
+    old, new = (seconds_per_call(lambda _: loss_fn(logits, targets).sum().backward(), args.repeats)
+                for loss_fn in (transposed, _token_cross_entropy))
     print(f"shape [{args.batch}, {args.length}, {args.vocab}], {torch.get_num_threads()} threads, "
           f"forward + backward per call:")
     print(f"  transposed [B, V, L] view: {old * 1e3:.1f} ms")

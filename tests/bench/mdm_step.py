@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import sys
-import time
 from pathlib import Path
 
 import torch
@@ -24,6 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from models.config import preset  # noqa: E402
 from models.lightning import LanguageModel  # noqa: E402
 from models.objectives import mdm_forward_process, mdm_loss  # noqa: E402
+from timing import add_shape_arguments, seconds_per_call  # noqa: E402  (tests/bench/timing.py)
 
 
 def full_logits_loss(module: LanguageModel, tokens: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
@@ -37,22 +37,10 @@ def masked_rows_loss(module: LanguageModel, tokens: torch.Tensor, generator: tor
     return module.loss({"input_ids": tokens}, generator)
 
 
-def seconds_per_step(loss_fn, module, batches, repeats: int) -> float:
-    for i in range(3):  # warm-up
-        loss_fn(module, batches[i], torch.Generator().manual_seed(i)).backward()
-    start = time.perf_counter()
-    for i in range(repeats):
-        loss_fn(module, batches[i], torch.Generator().manual_seed(i)).backward()
-    return (time.perf_counter() - start) / repeats
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default="tiny")
-    parser.add_argument("--batch", type=int, default=16)
-    parser.add_argument("--length", type=int, default=128)
-    parser.add_argument("--vocab", type=int, default=1175)
-    parser.add_argument("--repeats", type=int, default=30)
+    add_shape_arguments(parser)
     args = parser.parse_args()
     torch.manual_seed(0)
     config = preset(args.model, vocab_size=args.vocab, causal=False, max_seq_len=args.length)
@@ -61,8 +49,10 @@ def main() -> None:
     for i in range(3):
         same = [fn(module, batches[i], torch.Generator().manual_seed(i)).item() for fn in (full_logits_loss, masked_rows_loss)]
         torch.testing.assert_close(same[0], same[1], rtol=1e-5, atol=0)
-    full = seconds_per_step(full_logits_loss, module, batches, args.repeats)
-    rows = seconds_per_step(masked_rows_loss, module, batches, args.repeats)
+    full, rows = (
+        seconds_per_call(lambda i: loss_fn(module, batches[i], torch.Generator().manual_seed(i)).backward(), args.repeats)
+        for loss_fn in (full_logits_loss, masked_rows_loss)
+    )
     print(f"MDM step of {args.model} (N={config.non_embedding_params:,}), batch [{args.batch}, {args.length}], "
           f"vocabulary {args.vocab}, {torch.get_num_threads()} threads, forward + loss + backward:")
     print(f"  logits at every position:    {full * 1e3:.1f} ms")
