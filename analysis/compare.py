@@ -152,10 +152,12 @@ class BootstrapCache:
 
 def _objective_points(rows, objective: str, validation: bool):
     """An objective's points, selected and ordered as ``analysis.figures`` selects them."""
+    from analysis.runs import final_points
+
     pts = rows[rows["objective"] == objective]
     if validation:  # each run's last evaluation
-        return pts.loc[pts.groupby("run_id")["flops"].idxmax()]
-    return pts.sort_values("flops")
+        return final_points(pts)
+    return pts.sort_values("flops", kind="stable")
 
 
 def fit_grid(data, chance: dict, metric_of: dict, cache: BootstrapCache, *, n_resamples: int,

@@ -32,6 +32,7 @@ from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 from analysis.bootstrap import bootstrap_fit, compute_multiplier_interval
 from analysis.accuracy_fits import fit_accuracy
 from analysis.fits import fit_isoflop, fit_loss_frontier
+from analysis.runs import final_points
 
 REQUIRED_COLUMNS = ("run_id", "grid", "objective", "model", "non_embedding_params", "tokens",
                     "flops", "flops_budget", "seed", "task", "metric", "value")
@@ -89,11 +90,6 @@ def _select(df: pd.DataFrame, task: str, metric: str) -> pd.DataFrame:
         have = sorted({f"{t}/{m}" for t, m in zip(df["task"], df["metric"])})
         raise ValueError(f"no rows for task={task!r}, metric={metric!r}; the table has {have}")
     return rows
-
-
-def _final_points(rows: pd.DataFrame) -> pd.DataFrame:
-    """The last evaluation of every run (its largest flops)."""
-    return rows.loc[rows.groupby("run_id")["flops"].idxmax()]
 
 
 def _objectives(rows: pd.DataFrame) -> list[str]:
@@ -214,7 +210,7 @@ def plot_task_scaling(df: pd.DataFrame, chance: Mapping[str, float], *, tasks=No
             rows = panels[task]
             for objective in _objectives(rows):
                 style = OBJECTIVE_STYLE[objective]
-                pts = rows[rows["objective"] == objective].sort_values("flops")
+                pts = rows[rows["objective"] == objective].sort_values("flops", kind="stable")
                 x, y = pts["flops"].to_numpy(float), pts["value"].to_numpy(float)
                 ax.plot(x, y, linestyle="none", marker=style["marker"], color=style["color"],
                         markeredgecolor="white", markeredgewidth=0.4, alpha=0.9,
@@ -283,10 +279,10 @@ def plot_loss_vs_compute(df: pd.DataFrame, *, task: str = "validation", metric: 
         for objective in _objectives(rows):
             style = OBJECTIVE_STYLE[objective]
             pts = rows[rows["objective"] == objective]
-            for _, run in pts.sort_values("flops").groupby("run_id", sort=True):
+            for _, run in pts.sort_values("flops", kind="stable").groupby("run_id", sort=False):
                 ax.plot(run["flops"], run["value"], color=style["color"], alpha=0.35,
                         linewidth=0.7, gid=f"run-{objective}")
-            final = _final_points(pts)
+            final = final_points(pts)
             ax.plot(final["flops"], final["value"], linestyle="none", marker=style["marker"],
                     color=style["color"], markeredgecolor="white", markeredgewidth=0.4,
                     gid=f"points-{objective}")
@@ -354,7 +350,7 @@ def isoflop_minima(df: pd.DataFrame, *, task: str = "validation",
     """Per objective and budget, the loss-minimising size: the vertex of a parabola in log N
     (Hoffmann et al. Approach 2) where the slice has 3+ sizes and is convex, else the best run."""
     check_table(df)
-    final = _final_points(_select(df, task, metric))
+    final = final_points(_select(df, task, metric))
     records = []
     for (objective, budget), sl in final.groupby(["objective", "flops_budget"], sort=True):
         n, y = sl["non_embedding_params"].to_numpy(float), sl["value"].to_numpy(float)
@@ -377,7 +373,7 @@ def plot_isoflop(df: pd.DataFrame, *, task: str = "validation", metric: str = "l
     every slice's minimum (``isoflop_minima``) is marked with a star.
     """
     check_table(df)
-    final = _final_points(_select(df, task, metric))
+    final = final_points(_select(df, task, metric))
     if final.groupby(["objective", "flops_budget"])["non_embedding_params"].nunique().max() < 2:
         raise ValueError("no IsoFLOP slice to draw: every budget has a single model size; "
                          "IsoFLOP curves need several sizes trained at the same budget")

@@ -73,6 +73,15 @@ class GridRuns:
         return "\n".join(lines)
 
 
+def final_points(rows: pd.DataFrame) -> pd.DataFrame:
+    """The last evaluation of every run (its largest flops), in the order the runs appear in ``rows``.
+
+    ``load_grid`` orders the scores by what the runs are; grouping by the (random) run id would
+    reorder them, and a seeded bootstrap over the points would then draw other runs on every load.
+    """
+    return rows.loc[rows.groupby("run_id", sort=False)["flops"].idxmax()]
+
+
 def _masked(uri: str) -> str:
     from studies.tracking import mask_uri
 

@@ -20,7 +20,7 @@ ROOT = Path(__file__).resolve().parents[2]
 def test_full_grid_writes_figures_tables_fits_and_multipliers_and_logs_them(isoflop_grid, tmp_path, capsys):
     out = tmp_path / "out"
     code = main(["--grid", isoflop_grid.grid, "--runs-dir", str(isoflop_grid.runs_dir), "--out", str(out),
-                 "--n-resamples", "24"])
+                 "--n-resamples", "64"])
     printed = capsys.readouterr().out
     assert code == 0
     assert str(out.resolve()) in printed
@@ -68,6 +68,20 @@ def test_full_grid_writes_figures_tables_fits_and_multipliers_and_logs_them(isof
     client = MlflowClient(isoflop_grid.uri)
     logged = {Path(a.path).name for a in client.list_artifacts(isoflop_grid.parent_run_id, "analysis")}
     assert {"task_scaling.png", "loss_vs_compute.pdf", "scores.csv", "report.md"} <= logged
+
+
+def test_the_same_runs_logged_twice_give_the_same_intervals(synthetic_grid, capsys):
+    """Run ids are random: two stores holding the same runs must give the same bootstrap draws."""
+    tables = []
+    for name in ("first", "second"):
+        grid = synthetic_grid(name, sizes=(1 / 3, 1.0, 3.0), extras=False)
+        out = grid.runs_dir / "out"
+        assert main(["--grid", grid.grid, "--runs-dir", str(grid.runs_dir), "--out", str(out),
+                     "--n-resamples", "8", "--no-log"]) == 0
+        tables.append({n: pd.read_csv(out / f"{n}.csv") for n in ("fits", "multipliers", "held_out")})
+    capsys.readouterr()
+    for name, first in tables[0].items():
+        pd.testing.assert_frame_equal(first, tables[1][name], check_exact=True, obj=name)
 
 
 def test_a_single_budget_gives_the_table_and_points_with_a_message_and_no_fit(synthetic_grid, capsys):

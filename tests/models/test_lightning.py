@@ -30,12 +30,12 @@ class RepeatedBatch(Dataset):
         return item
 
 
-def make_module(objective, steps, lr=3e-3, seed=0, **kwargs):
+def make_module(objective, steps, lr=3e-3, seed=0, schedule=None, **kwargs):
     config = preset("tiny", vocab_size=VOCAB, causal=objective == "arm")
     return LanguageModel(
         dataclasses.asdict(config), objective, total_steps=steps, tokens_per_step=4 * 32,
         mask_id=MASK_ID, optim=dict(lr=lr, weight_decay=0.0), seed=seed,
-        schedule=dict(kind="constant", warmup_steps=10), **kwargs,
+        schedule=schedule or dict(kind="constant", warmup_steps=10), **kwargs,
     )
 
 
@@ -56,20 +56,26 @@ def eval_loss(module, batch, draws=10):
 
 
 def test_arm_reaches_near_zero_loss_on_a_repeated_batch():
+    # Distinct first tokens tell the rows apart, so every next token is predictable: rows sharing a
+    # first token would put an irreducible ln 2 on their second tokens (a floor of 0.011 here).
     torch.manual_seed(0)
     rows = torch.randint(0, MASK_ID, (4, 32))
+    rows[:, 0] = torch.arange(4)
     module = make_module("arm", 150)
     fit(module, RepeatedBatch(rows), 150)
     assert eval_loss(module, {"input_ids": rows}) < 0.02
 
 
 def test_mdm_sft_reaches_near_zero_loss_on_a_repeated_batch():
-    # The prompt (never masked) identifies the row, so a perfect mask predictor exists.
+    # The prompt (never masked) identifies the row, so a perfect mask predictor exists. The 1/t
+    # weights of eq. 3 make single steps noisy: at a constant rate the loss keeps spiking (0.01 to
+    # 0.27 within 100 steps, at a step that moves with the CPU's kernels), so the rate decays to zero
+    # and the run ends converged (1e-3 with any kernels and seeds tried, far below the bound).
     torch.manual_seed(0)
     rows = torch.randint(0, MASK_ID, (4, 12))
     prompts = torch.full((4,), 4)
-    module = make_module("mdm", 400)
-    fit(module, RepeatedBatch(rows, prompts), 400)
+    module = make_module("mdm", 600, schedule=dict(kind="cosine", warmup_steps=10, final_ratio=0.0))
+    fit(module, RepeatedBatch(rows, prompts), 600)
     assert eval_loss(module, {"input_ids": rows, "prompt_lengths": prompts}) < 0.05
 
 

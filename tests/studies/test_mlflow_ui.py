@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 import tempfile
 from pathlib import Path
@@ -22,20 +21,13 @@ CHROMIUM_FLAGS = [
 ]
 
 
-def chromium() -> str:
-    path = shutil.which("chromium") or shutil.which("chromium-browser")
-    if path is None:
-        pytest.fail("chromium is not installed; .ci/run installs Debian's chromium (apt-get install chromium)")
-    return path
-
-
-def render(url: str, *extra: str) -> subprocess.CompletedProcess:
+def render(chromium: str, url: str, *extra: str) -> subprocess.CompletedProcess:
     with tempfile.TemporaryDirectory() as profile:
-        return subprocess.run([chromium(), *CHROMIUM_FLAGS, f"--user-data-dir={profile}", *extra, url],
+        return subprocess.run([chromium, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", *extra, url],
                               capture_output=True, text=True, timeout=180)
 
 
-def test_the_ui_lists_the_runs_of_a_grid(mlflow_server, tmp_path):
+def test_the_ui_lists_the_runs_of_a_grid(chromium, mlflow_server, tmp_path):
     grid = "ui-grid"
     names = []
     for objective in ("arm", "mdm"):
@@ -49,11 +41,11 @@ def test_the_ui_lists_the_runs_of_a_grid(mlflow_server, tmp_path):
     experiment = MlflowClient(mlflow_server.uri).get_experiment_by_name(grid)
     url = f"{mlflow_server.uri}/#/experiments/{experiment.experiment_id}/runs"
 
-    dom = render(url, "--dump-dom")
+    dom = render(chromium, url, "--dump-dom")
     assert dom.returncode == 0, dom.stderr[-2000:]
     for name in names:
         assert name in dom.stdout, f"{name} not on the rendered page of {url}"
 
     ARTIFACTS.mkdir(exist_ok=True)
-    shot = render(url, f"--screenshot={ARTIFACTS / 'mlflow_ui.png'}")
+    shot = render(chromium, url, f"--screenshot={ARTIFACTS / 'mlflow_ui.png'}")
     assert shot.returncode == 0 and (ARTIFACTS / "mlflow_ui.png").stat().st_size > 10_000

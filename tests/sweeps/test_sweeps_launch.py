@@ -43,13 +43,10 @@ def _script(script: str) -> str:
 @pytest.mark.parametrize("script", ["launch.py", "status.py"])
 def test_dry_run_and_status_import_no_torch(tmp_path, script):
     args = ["--grid", "scaling_1b", "--runs-dir", str(tmp_path)] + (["--dry-run"] if script == "launch.py" else [])
-    start = time.monotonic()
     out = subprocess.run([sys.executable, "-c", _script(script), *args], cwd=REPO_ROOT, capture_output=True, text=True)
-    elapsed = time.monotonic() - start
     assert out.returncode == 0, out.stderr
     assert "HEAVY=\n" in out.stderr  # not torch, lightning, mlflow, nor even submitit
     assert "arm-1b" in out.stdout and "llada-1b" in out.stdout
-    assert elapsed < 15  # about a second on an idle machine; generous for a loaded CI runner
 
 
 def test_blocker_really_blocks(tmp_path):
