@@ -13,6 +13,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any, List, Optional
 
 from models.config import ModelConfig, preset
+from studies.credentials import check_no_credentials
 from models.recipe import MDMConfig, OptimConfig, ScheduleConfig
 from studies.data.config import DataConfig
 
@@ -106,6 +107,29 @@ class RunConfig(StudyConfig):
     budget: BudgetConfig = field(default_factory=BudgetConfig)
 
 
+# Fields that decide where a run lives and reports, how it shows progress and how often it saves a
+# checkpoint (a resume is exact, so the cadence changes no value), never what it computes. A run's
+# identity leaves them out: the planner's run key, and the claim of a run folder by a later launch.
+RESULT_NEUTRAL_FIELDS = (
+    ("out_dir",),
+    ("tracking",),
+    ("trainer", "progress_bar"),
+    ("trainer", "progress_bar_refresh_steps"),
+    ("trainer", "checkpoint_every_n_steps"),
+)
+
+
+def result_determining(config: dict) -> dict:
+    """A resolved config (plain containers) without ``RESULT_NEUTRAL_FIELDS``: what fixes the result."""
+    kept = {section: dict(value) if isinstance(value, dict) else value for section, value in config.items()}
+    for path in RESULT_NEUTRAL_FIELDS:
+        node = kept
+        for part in path[:-1]:
+            node = node.get(part, {})
+        node.pop(path[-1], None)
+    return kept
+
+
 def check_run_config(cfg: RunConfig) -> None:
     """Consistency checks that the schema's types cannot express; each error names the fix."""
     if cfg.objective not in OBJECTIVES:
@@ -136,6 +160,8 @@ def check_run_config(cfg: RunConfig) -> None:
         raise ValueError("schedule needs 0 <= drop_at <= decay_start <= 1")
     if t.progress_bar_refresh_steps < 1:
         raise ValueError(f"trainer.progress_bar_refresh_steps must be at least 1, got {t.progress_bar_refresh_steps}")
+    check_no_credentials(cfg.tracking.uri, "tracking.uri")
+    check_no_credentials(cfg.tracking.artifact_location, "tracking.artifact_location")
     if cfg.mdm.t_sampling not in ("uniform", "stratified"):
         raise ValueError(f"mdm.t_sampling must be uniform or stratified, got {cfg.mdm.t_sampling!r}")
 

@@ -13,13 +13,15 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import sys
 import time
 from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from studies.config import RunConfig, accumulate_grad_batches, check_run_config
+from studies.config import RunConfig, accumulate_grad_batches, check_run_config, result_determining
+from studies.credentials import check_no_credentials
 
 RESULT_FILE = "result.json"
 CONFIG_FILE = "config.yaml"
@@ -40,21 +42,32 @@ def config_yaml(cfg: RunConfig) -> str:
 
 
 def _claim_out_dir(cfg: RunConfig) -> Path:
-    """Create the run folder and write its config; refuse a folder that holds a different run."""
+    """Create the run folder and write its config; refuse a folder that holds a different run.
+
+    A config that differs only in fields that cannot change the result (``RESULT_NEUTRAL_FIELDS``:
+    tracking, progress bar, checkpoint cadence) is the same run: its ``config.yaml`` is rewritten
+    with the new settings and the run goes on (or stays finished)."""
     out = Path(cfg.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     text = config_yaml(cfg)
     existing = out / CONFIG_FILE
     if existing.exists() and existing.read_text() != text:
-        raise FileExistsError(
-            f"{out} already holds a run with a different config ({existing}); "
-            "use another out_dir or delete that run deliberately"
-        )
-    if not existing.exists():
+        if _determining(load_run_config(existing)) != _determining(cfg):
+            raise FileExistsError(
+                f"{out} already holds a run with a different config ({existing}); "
+                "use another out_dir or delete that run deliberately"
+            )
+        print(f"[studies.run] {cfg.name}: same run, new tracking/progress/checkpoint settings; "
+              f"{existing} updated", flush=True)
+    if not existing.exists() or existing.read_text() != text:
         tmp = out / (CONFIG_FILE + ".tmp")
         tmp.write_text(text)
         tmp.replace(existing)
     return out
+
+
+def _determining(cfg: RunConfig) -> dict:
+    return result_determining(OmegaConf.to_container(OmegaConf.structured(cfg), resolve=True))
 
 
 def run(cfg: RunConfig, callbacks: list | None = None) -> dict:
@@ -62,6 +75,8 @@ def run(cfg: RunConfig, callbacks: list | None = None) -> dict:
 
     ``callbacks`` are extra Lightning callbacks (instrumentation, custom evaluation)."""
     check_run_config(cfg)
+    if cfg.tracking.enabled:
+        check_no_credentials(os.environ.get("MLFLOW_TRACKING_URI"), "MLFLOW_TRACKING_URI")
     out = _claim_out_dir(cfg)
     result_path = out / RESULT_FILE
     if result_path.exists():

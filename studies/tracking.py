@@ -12,15 +12,15 @@
   SQL store drops a metric identical in key, step, timestamp and value), so every step lands
   exactly once. Anything still unsent when the run ends stays in the buffer, and
   ``python -m studies.tracking sync RUN_DIR`` replays it.
-- Secrets stay out: config keys that look like credentials are never logged, and passwords in URIs
-  are masked.
+- Secrets stay out: a tracking URI with credentials is refused (``studies.credentials``; MLflow
+  reads them from its environment variables), config keys that look like credentials are never
+  logged, and URIs are masked wherever they are printed.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import re
 import socket
 import subprocess
 import sys
@@ -28,12 +28,12 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
-from urllib.parse import urlsplit, urlunsplit
+
+from studies.credentials import SECRET_KEY, check_no_credentials, mask_uri
 
 TRACKING_FILE = "tracking.json"
 PENDING_FILE = "mlflow-pending.jsonl"
 GRID_TAG = "arm_mdm.grid"
-SECRET_KEY = re.compile(r"(pass(word|wd)?|secret|token|api[_-]?key|credential|auth)", re.IGNORECASE)
 MAX_PENDING_BYTES = 256 * 2**20
 METRICS_PER_BATCH = 1000  # MLflow's log_batch limit
 PARAMS_PER_BATCH = 100
@@ -49,16 +49,11 @@ def default_tracking_uri(runs_root: str | Path = "runs") -> str:
 
 
 def resolve_tracking_uri(configured: str | None, runs_root: str | Path = "runs") -> str:
+    """``tracking.uri``, else ``MLFLOW_TRACKING_URI``, else the embedded store; refuses one that
+    carries credentials (ValueError naming MLflow's credential variables)."""
+    check_no_credentials(configured, "tracking.uri")
+    check_no_credentials(os.environ.get("MLFLOW_TRACKING_URI"), "MLFLOW_TRACKING_URI")
     return configured or os.environ.get("MLFLOW_TRACKING_URI") or default_tracking_uri(runs_root)
-
-
-def mask_uri(uri: str) -> str:
-    """The URI with any password replaced, safe to print and to log."""
-    parts = urlsplit(uri)
-    if parts.password is None:
-        return uri
-    netloc = f"{parts.username}:***@{parts.hostname}" + (f":{parts.port}" if parts.port else "")
-    return urlunsplit(parts._replace(netloc=netloc))
 
 
 def ui_command(uri: str) -> str:
@@ -155,9 +150,9 @@ def run_tags(config: dict, run_key: str) -> dict[str, str]:
 
 
 def run_display_name(config: dict) -> str:
-    """``{grid}/{objective}-{model}-{budget}``, readable in the UI."""
-    budget = float(config.get("budget", {}).get("flops_budget", 0.0))
-    return f"{config.get('grid')}/{config.get('objective')}-{config.get('model', {}).get('name')}-{budget:.0e}"
+    """``{grid}/{name}``: the planner names a run ``{objective}-{model}-{budget}`` (with ``-s{seed}``
+    when the grid has several seeds), distinct within its grid, and the UI shows that name."""
+    return f"{config.get('grid')}/{config.get('name')}"
 
 
 # ------------------------------------------------------------------------------ experiments

@@ -31,6 +31,19 @@ def training_flops(non_embedding_params: int, tokens: float) -> float:
     return float(FLOPS_PER_PARAM_PER_TOKEN * non_embedding_params * tokens)
 
 
+def budget_label(flops_budget: float) -> str:
+    """The budget in the fewest significant digits that read back as the same number (``4.3e+11``).
+
+    Run names carry it, so two budgets of one grid never share a name (``.1g`` would name 1e12 and
+    1.3e12 alike); a budget written as ``4.3e11`` in a grid keeps that spelling.
+    """
+    for digits in range(1, 18):
+        text = f"{flops_budget:.{digits}g}"
+        if float(text) == flops_budget:
+            return text
+    return repr(flops_budget)
+
+
 def tokens_for_budget(flops_budget: float, non_embedding_params: int) -> float:
     """D = C / (6 N): the training tokens a budget buys, before rounding to whole steps."""
     return flops_budget / (FLOPS_PER_PARAM_PER_TOKEN * non_embedding_params)

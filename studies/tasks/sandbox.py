@@ -105,14 +105,18 @@ def run_sandboxed(
     max_processes: int = 32,
     max_output_bytes: int = 64 * 1024,
     max_file_mb: int = 64,
+    stdin: str = "",
 ) -> SandboxResult:
     """Run ``code`` as ``python -I main.py`` in a throw-away directory under every available limit.
 
     ``cpu_s`` (per process) defaults to ``timeout_s``. ``network=True`` keeps the host network
-    (no network namespace). Never raises for anything the code does; bad arguments raise ValueError.
+    (no network namespace). ``stdin`` is what the code reads on its standard input (then EOF).
+    Never raises for anything the code does; bad arguments raise ValueError.
     """
     if not isinstance(code, str):
         raise ValueError(f"code must be a str of Python source, got {type(code).__name__}")
+    if not isinstance(stdin, str) or len(stdin.encode()) > 4096:
+        raise ValueError("stdin must be a str of at most 4096 bytes (it is written before the code starts)")
     if not timeout_s > 0:
         raise ValueError(f"timeout_s must be > 0 seconds, got {timeout_s}")
     if cpu_s is not None and not cpu_s > 0:
@@ -131,7 +135,7 @@ def run_sandboxed(
         "max_processes": int(max_processes),
         "max_file_bytes": int(max_file_mb) * 2**20,
     }
-    return _run(code, report, limits, timeout_s, network, max_output_bytes)
+    return _run(code, report, limits, timeout_s, network, max_output_bytes, stdin)
 
 
 def isolation_report() -> IsolationReport:
@@ -230,7 +234,7 @@ def _unshare_prefix(*, pid: bool, net: bool, as_root: bool) -> list[str]:
 
 
 def _run(code: str, report: IsolationReport, limits: dict, timeout_s: float, network: bool,
-         max_output_bytes: int) -> SandboxResult:
+         max_output_bytes: int, stdin: str = "") -> SandboxResult:
     start = time.monotonic()
     workdir = tempfile.mkdtemp(prefix="sandbox-")
     status_r, status_w = os.pipe()
@@ -253,12 +257,18 @@ def _run(code: str, report: IsolationReport, limits: dict, timeout_s: float, net
                                      as_root=os.geteuid() == 0)
         cmd = prefix + [sys.executable, "-I", "-B", os.path.abspath(__file__), json.dumps(spec)]
         try:
-            proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                    stderr=subprocess.PIPE, cwd=workdir, env=_child_env(workdir),
-                                    start_new_session=True, pass_fds=(status_w,))
+            proc = subprocess.Popen(cmd, stdin=subprocess.PIPE if stdin else subprocess.DEVNULL,
+                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=workdir,
+                                    env=_child_env(workdir), start_new_session=True, pass_fds=(status_w,))
         except OSError as exc:
             return SandboxResult("error", None, "", f"sandbox could not start: {exc}",
                                  time.monotonic() - start)
+        if stdin:  # a few bytes: the pipe's buffer holds them, so this never blocks
+            try:
+                proc.stdin.write(stdin.encode())
+                proc.stdin.close()
+            except BrokenPipeError:  # the code ended without reading; close() closed the pipe anyway
+                pass
         os.close(status_w)
         status_w = -1
         streams, timed_out = _collect(proc, status_r, start + timeout_s, max_output_bytes)

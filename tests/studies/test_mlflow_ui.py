@@ -31,7 +31,7 @@ def test_the_ui_lists_the_runs_of_a_grid(chromium, mlflow_server, tmp_path):
     grid = "ui-grid"
     names = []
     for objective in ("arm", "mdm"):
-        config = {"grid": grid, "objective": objective, "model": {"name": "tiny"},
+        config = {"grid": grid, "name": f"{objective}-tiny-1e+11", "objective": objective, "model": {"name": "tiny"},
                   "budget": {"flops_budget": 1e11, "flops": 1e11}}
         tracker = RunTracker(tmp_path / objective, mlflow_server.uri, grid, config, f"key-{objective}",
                              flush_every_s=0)

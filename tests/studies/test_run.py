@@ -60,6 +60,13 @@ def test_a_finished_run_is_not_run_again_and_a_different_config_is_refused(tmp_p
     with pytest.raises(FileExistsError, match="different config"):
         run(changed)
     assert result_file.stat().st_mtime_ns == stamp
+    # another checkpoint cadence, progress bar and MLflow store change no value: the same run, finished
+    neutral = dataclasses.replace(cfg, trainer=dataclasses.replace(cfg.trainer, checkpoint_every_n_steps=7,
+                                                                    progress_bar_refresh_steps=5),
+                                  tracking=dataclasses.replace(cfg.tracking, uri="http://127.0.0.1:9"))
+    assert run(neutral) == first and result_file.stat().st_mtime_ns == stamp
+    assert "already finished" in capsys.readouterr().out
+    assert "checkpoint_every_n_steps: 7" in (tmp_path / "g" / "r" / "config.yaml").read_text()
 
 
 def test_an_inconsistent_config_fails_before_anything_is_written(tmp_path, data_cache):

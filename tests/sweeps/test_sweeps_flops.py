@@ -77,3 +77,13 @@ def test_device_hours_reproduce_llada_8b_cost():
     assert math.isclose(hours, 0.13e6, rel_tol=0.05)
     with pytest.raises(ValueError):
         flops.device_hours(1e20, 989e12, 0.0)
+
+
+def test_budget_labels_are_short_and_read_back_exactly():
+    from sweeps.flops import budget_label
+
+    assert [budget_label(b) for b in (1e20, 4.3e11, 1.3e12, 3.1622776601683794e21)] == [
+        "1e+20", "4.3e+11", "1.3e+12", "3.1622776601683794e+21"]
+    budgets = [1e12 * (1 + i * 1e-9) for i in range(50)]
+    assert all(float(budget_label(b)) == b for b in budgets)
+    assert len({budget_label(b) for b in budgets}) == 50

@@ -104,6 +104,16 @@ def test_run_names_carry_the_budget_as_given(tmp_path):
     assert sorted(r.name for r in plan.runs) == ["arm-tiny-1.5e+11", "arm-tiny-1e+12", "mdm-tiny-1.5e+11", "mdm-tiny-1e+12"]
 
 
+def test_run_names_are_distinct_for_close_budgets_and_several_seeds(tmp_path):
+    from studies.tracking import run_display_name
+
+    plan = plan_grid("smoke", ["models=[tiny]", "budgets=[1e12,1.3e12,1.0001e12]", "seeds=[0,1]"],
+                     runs_dir=str(tmp_path))
+    names = [run_display_name(r.config) for r in plan.runs]
+    assert len(set(names)) == len(names) == 12
+    assert "smoke/mdm-tiny-1.0001e+12-s1" in names and "smoke/arm-tiny-1.3e+12-s0" in names
+
+
 def test_only_filters(tmp_path):
     plan = plan_grid("scaling_1b", only=["objective=mdm", "budget=1e20,1e21"], runs_dir=str(tmp_path))
     assert [(r.objective, r.budget.flops_budget) for r in plan.runs] == [("mdm", 1e20), ("mdm", 1e21)]

@@ -9,6 +9,7 @@ import sys
 
 import pytest
 
+from studies.config import RESULT_NEUTRAL_FIELDS
 from sweeps.plan import plan_grid, run_key
 
 from pathlib import Path
@@ -57,23 +58,37 @@ def test_keys_are_stable_across_processes(tmp_path):
     assert all(len(set(keys)) == len(keys) for keys in here.values())
 
 
-def test_key_changes_when_any_resolved_value_changes(tmp_path):
+def _neutral(path) -> bool:
+    return any(path[:len(prefix)] == prefix for prefix in RESULT_NEUTRAL_FIELDS)
+
+
+def test_key_changes_when_any_result_determining_value_changes(tmp_path):
     config = plan_grid("smoke", runs_dir=str(tmp_path)).runs[0].config
     base = run_key(config)
-    checked = 0
+    checked = neutral = 0
     for path, value in _leaves(config):
-        if path == ("out_dir",):
-            continue
         changed = copy.deepcopy(config)
         node = changed
         for part in path[:-1]:
             node = node[part]
         node[path[-1]] = _perturbed(value)
-        assert run_key(changed) != base, path
-        checked += 1
+        if _neutral(path):
+            assert run_key(changed) == base, path
+            neutral += 1
+        else:
+            assert run_key(changed) != base, path
+            checked += 1
     assert checked > 60  # every section's leaves, not a handful
-    moved = dict(config, out_dir="/somewhere/else")
-    assert run_key(moved) == base
+    assert neutral >= 7  # out_dir, the tracking section's four, progress bar, refresh, checkpoint cadence
+    assert run_key(config) == base  # the key does not edit the config it hashes
+
+
+def test_a_grid_pointed_at_another_tracking_store_keeps_its_keys(tmp_path):
+    plain = [r.key for r in plan_grid("smoke", runs_dir=str(tmp_path)).runs]
+    moved = plan_grid("smoke", ["tracking.uri=http://127.0.0.1:5999", "trainer.checkpoint_every_n_steps=3",
+                                "trainer.progress_bar=false"], runs_dir=str(tmp_path))
+    assert [r.key for r in moved.runs] == plain
+    assert {r.config["tracking"]["uri"] for r in moved.runs} == {"http://127.0.0.1:5999"}
 
 
 def test_key_follows_overrides_but_not_siblings(tmp_path):

