@@ -13,15 +13,15 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import sys
 import time
 from pathlib import Path
 
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
-from studies.config import RunConfig, accumulate_grad_batches, check_run_config, result_determining
-from studies.credentials import check_no_credentials
+from studies.config import RunConfig, accumulate_grad_batches, result_determining
+from studies.validation import ConfigError, validate_run
 
 RESULT_FILE = "result.json"
 CONFIG_FILE = "config.yaml"
@@ -32,8 +32,12 @@ def load_run_config(path: str | Path, overrides: list[str] | None = None) -> Run
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"run config {path} does not exist")
+    loaded = OmegaConf.load(path)
+    if not isinstance(loaded, DictConfig):
+        raise ConfigError(f"run config {path} holds a {type(loaded).__name__}, not a mapping of sections "
+                          "(grid, model, trainer, ...); give a config.yaml written by the planner")
     schema = OmegaConf.structured(RunConfig)
-    merged = OmegaConf.merge(schema, OmegaConf.load(path), OmegaConf.from_dotlist(overrides or []))
+    merged = OmegaConf.merge(schema, loaded, OmegaConf.from_dotlist(overrides or []))
     return OmegaConf.to_object(merged)
 
 
@@ -74,9 +78,7 @@ def run(cfg: RunConfig, callbacks: list | None = None) -> dict:
     """Train one run to its step budget and return its result (also written to result.json).
 
     ``callbacks`` are extra Lightning callbacks (instrumentation, custom evaluation)."""
-    check_run_config(cfg)
-    if cfg.tracking.enabled:
-        check_no_credentials(os.environ.get("MLFLOW_TRACKING_URI"), "MLFLOW_TRACKING_URI")
+    validate_run(cfg)
     out = _claim_out_dir(cfg)
     result_path = out / RESULT_FILE
     if result_path.exists():
@@ -240,11 +242,21 @@ def main(argv: list[str] | None = None) -> int:
     if not argv or argv[0] in ("-h", "--help"):
         print(__doc__)
         return 0 if argv else 2
-    cfg = load_run_config(argv[0], argv[1:])
+    try:
+        cfg = load_run_config(argv[0], argv[1:])
+        validate_run(cfg)
+    except (ConfigError, FileNotFoundError, OmegaConfBaseException) as error:
+        # A user's mistake, found before anything is written: one line, exit 2.
+        print(f"error: {_first_line(error)}", file=sys.stderr, flush=True)
+        return 2
     result = run(cfg)
     print(json.dumps(result), flush=True)
     _close_process_group()
     return 0
+
+
+def _first_line(error: BaseException) -> str:
+    return (str(error).strip().splitlines() or [type(error).__name__])[0]
 
 
 def _close_process_group() -> None:

@@ -8,10 +8,11 @@
   run instead of creating another.
 - Outages: every metric goes first to an on-disk write-ahead buffer (``<out_dir>/mlflow-pending.jsonl``)
   and is flushed to MLflow in batches. When the server is unreachable, training goes on and the
-  buffer grows (bounded); it is flushed when the server returns. Replaying is idempotent (MLflow's
-  SQL store drops a metric identical in key, step, timestamp and value), so every step lands
-  exactly once. Anything still unsent when the run ends stays in the buffer, and
-  ``python -m studies.tracking sync RUN_DIR`` replays it.
+  buffer grows (bounded); it is flushed when the server returns. Each metric's step is sent once:
+  ``tracking.json`` keeps the last step sent per metric, so a replayed buffer and the steps a resumed
+  run repeats after its last checkpoint are not logged twice. A line cut short (a full disk, a kill
+  mid-write) is skipped with a message and never blocks the lines after it. Anything still unsent
+  when the run ends stays in the buffer, and ``python -m studies.tracking sync RUN_DIR`` replays it.
 - Secrets stay out: a tracking URI with credentials is refused (``studies.credentials``; MLflow
   reads them from its environment variables), config keys that look like credentials are never
   logged, and URIs are masked wherever they are printed.
@@ -230,7 +231,16 @@ class RunTracker:
     def __post_init__(self) -> None:
         self.out_dir = Path(self.out_dir)
         self.out_dir.mkdir(parents=True, exist_ok=True)
-        self.run_id = read_tracking_file(self.out_dir).get("run_id")
+        state = read_tracking_file(self.out_dir)
+        self.run_id = state.get("run_id")
+        recorded = state.get("tracking_uri")
+        if self.run_id and recorded and recorded != mask_uri(self.uri):
+            # The run key leaves the store out, so a run may continue towards another store: a new
+            # MLflow run there holds what is logged from now on.
+            print(f"[tracking] {self.out_dir} was tracked at {recorded} (run {self.run_id}); it continues "
+                  f"as a new MLflow run at {mask_uri(self.uri)}", file=sys.stderr, flush=True)
+            self.run_id = None
+            write_tracking_file(self.out_dir, run_id=None, logged_steps={})
         _quiet_http_retries()
 
     @property
@@ -248,7 +258,14 @@ class RunTracker:
             self.dropped += len(lines.splitlines())
             return
         with self.pending_path.open("a") as handle:
+            if size and not self._ends_with_newline():
+                lines = "\n" + lines  # a torn last line (disk full, a kill mid-write) stays a line of its own
             handle.write(lines)
+
+    def _ends_with_newline(self) -> bool:
+        with self.pending_path.open("rb") as handle:
+            handle.seek(-1, os.SEEK_END)
+            return handle.read(1) == b"\n"
 
     def log_metrics(self, metrics: dict[str, float], step: int) -> None:
         now = int(time.time() * 1000)
@@ -328,9 +345,22 @@ class RunTracker:
 
         if not self.pending_path.exists():
             return
-        entries = [json.loads(line) for line in self.pending_path.read_text().splitlines() if line.strip()]
+        lines = self.pending_path.read_bytes().decode(errors="replace").splitlines(keepends=True)
+        entries = [entry for entry in map(_pending_entry, lines) if entry is not None]
+        torn = sum(1 for line in lines if line.strip()) - len(entries)
         client = self._client
-        metrics = [Metric(e["key"], e["value"], e["timestamp"], e["step"]) for e in entries if e["kind"] == "metric"]
+        # A resumed run repeats the steps between its last checkpoint and the interruption (with the
+        # same values: resume is exact); each metric's step is logged once, the first time.
+        logged_steps = dict(read_tracking_file(self.out_dir).get("logged_steps", {}))
+        metrics, repeated = [], 0
+        for e in entries:
+            if e["kind"] != "metric":
+                continue
+            if e["step"] <= logged_steps.get(e["key"], -1):
+                repeated += 1
+                continue
+            logged_steps[e["key"]] = e["step"]
+            metrics.append(Metric(e["key"], e["value"], e["timestamp"], e["step"]))
         for start in range(0, len(metrics), METRICS_PER_BATCH):
             client.log_batch(self.run_id, metrics=metrics[start:start + METRICS_PER_BATCH])
         tags = {k: v for e in entries if e["kind"] == "tags" for k, v in e["tags"].items()}
@@ -342,18 +372,34 @@ class RunTracker:
             if entry["kind"] == "artifact":
                 source = Path(entry["path"])
                 if source.is_dir():
-                    client.log_artifacts(self.run_id, str(source), entry["artifact_path"] or source.name)
+                    client.log_artifacts(self.run_id, str(source), entry.get("artifact_path") or source.name)
                 else:
-                    client.log_artifact(self.run_id, str(source), entry["artifact_path"])
+                    client.log_artifact(self.run_id, str(source), entry.get("artifact_path"))
         statuses = [e["status"] for e in entries if e["kind"] == "status"]
         if statuses:
             client.set_terminated(self.run_id, status=statuses[-1])
-        # Everything above succeeded: drop exactly what was sent (new lines may have been appended).
-        sent = len(entries)
-        remaining = self.pending_path.read_text().splitlines(keepends=True)[sent:]
+        write_tracking_file(self.out_dir, logged_steps=logged_steps)
+        if torn or repeated:
+            print(f"[tracking] {self.pending_path}: skipped {torn} torn line(s) and {repeated} metric record(s) "
+                  "at steps already logged", file=sys.stderr, flush=True)
+        # Everything above succeeded: drop exactly the lines read (new lines may have been appended).
+        remaining = self.pending_path.read_bytes().decode(errors="replace").splitlines(keepends=True)[len(lines):]
         tmp = self.pending_path.with_suffix(".tmp")
         tmp.write_text("".join(remaining))
         tmp.replace(self.pending_path)
+
+
+def _pending_entry(line: str) -> dict | None:
+    """One buffered record, or None for a line that is not one (torn by a full disk or a kill)."""
+    try:
+        entry = json.loads(line)
+    except ValueError:
+        return None
+    kinds = {"metric": ("key", "value", "step", "timestamp"), "artifact": ("path",), "tags": ("tags",),
+             "status": ("status",)}
+    if not isinstance(entry, dict) or entry.get("kind") not in kinds or not all(k in entry for k in kinds[entry["kind"]]):
+        return None
+    return entry
 
 
 def _quiet_http_retries() -> None:

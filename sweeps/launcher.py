@@ -10,12 +10,10 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import os
 import sys
 from pathlib import Path
 from typing import Optional, Sequence
 
-from studies.credentials import check_no_credentials
 from sweeps.plan import plan_grid
 from sweeps.records import SweepLog
 from sweeps.report import plan_json, plan_table, state_counts
@@ -92,9 +90,6 @@ def main(argv: Optional[Sequence[str]] = None, *, command: Sequence[str] = RUN_C
         return 2
     try:
         plan = plan_grid(args.grid, args.overrides, runs_dir=args.runs_dir, only=args.only, profile=args.profile)
-        tracking = plan.grid_config.tracking
-        if tracking.enabled and not tracking.uri:  # the store the jobs would fall back to
-            check_no_credentials(os.environ.get("MLFLOW_TRACKING_URI"), "MLFLOW_TRACKING_URI")
         slurm_profile = plan.profile.executor == "slurm"
         cluster = None if args.dry_run else resolve_cluster(args.cluster, slurm_profile)
         if cluster == "slurm":

@@ -27,7 +27,8 @@ from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from models.config import preset
-from studies.config import BudgetConfig, RunConfig, check_run_config, result_determining
+from studies.config import BudgetConfig, RunConfig, result_determining
+from studies.validation import validate_run
 from sweeps.flops import BudgetPlan, budget_label, device_hours, model_flops_per_token, plan_budget
 from sweeps.grid import STUDY_SECTIONS, GridConfig, ModelEntry, grid_name, load_grid
 from sweeps.profiles import ClusterProfile, load_profile
@@ -148,7 +149,7 @@ def _resolved_config(run: RunConfig, sections: dict, model: dict) -> dict:
     The grid-wide sections and each model are converted once per grid; converting every run through
     OmegaConf would cost tens of milliseconds per run, too slow for large grids.
     """
-    check_run_config(run)
+    validate_run(run)
     b = run.budget
     return {
         "grid": str(run.grid),
