@@ -45,6 +45,10 @@ def config_yaml(cfg: RunConfig) -> str:
     return OmegaConf.to_yaml(OmegaConf.structured(cfg), sort_keys=True)
 
 
+class RunFolderConflict(FileExistsError):
+    """The run folder holds something this run must not overwrite; the message names it and the fix."""
+
+
 def _claim_out_dir(cfg: RunConfig) -> Path:
     """Create the run folder and write its config; refuse a folder that holds a different run.
 
@@ -57,7 +61,7 @@ def _claim_out_dir(cfg: RunConfig) -> Path:
     existing = out / CONFIG_FILE
     if existing.exists() and existing.read_text() != text:
         if _determining(load_run_config(existing)) != _determining(cfg):
-            raise FileExistsError(
+            raise RunFolderConflict(
                 f"{out} already holds a run with a different config ({existing}); "
                 "use another out_dir or delete that run deliberately"
             )
@@ -84,6 +88,11 @@ def run(cfg: RunConfig, callbacks: list | None = None) -> dict:
     if result_path.exists():
         print(f"[studies.run] {cfg.name}: already finished ({result_path})", flush=True)
         return json.loads(result_path.read_text())
+    final_checkpoint = out / "checkpoints" / "final.ckpt"
+    if final_checkpoint.exists() and not (out / "checkpoints" / "last.ckpt").exists():
+        raise RunFolderConflict(
+            f"{final_checkpoint} exists but {result_path} does not: the run finished training and its "
+            "result was lost; restore result.json, or move final.ckpt away to train the run again")
 
     import lightning as L
     from lightning.pytorch.callbacks import ModelCheckpoint
@@ -249,7 +258,11 @@ def main(argv: list[str] | None = None) -> int:
         # A user's mistake, found before anything is written: one line, exit 2.
         print(f"error: {_first_line(error)}", file=sys.stderr, flush=True)
         return 2
-    result = run(cfg)
+    try:
+        result = run(cfg)
+    except RunFolderConflict as error:
+        print(f"error: {_first_line(error)}", file=sys.stderr, flush=True)
+        return 2
     print(json.dumps(result), flush=True)
     _close_process_group()
     return 0

@@ -103,6 +103,8 @@ def main(argv: Optional[Sequence[str]] = None, *, command: Sequence[str] = RUN_C
 
     log = SweepLog(plan.sweep_dir)
     states = run_states(plan.runs, log.latest())
+    if log.skipped:
+        say(f"note: {log.path}: {log.skipped} line(s) that are not sweep records were skipped")
     print(plan_json(plan, states) if machine_readable else plan_table(plan, states), file=out)
 
     finished = [r for r in plan.runs if states[r.key].state == "finished"]
@@ -160,7 +162,8 @@ def main(argv: Optional[Sequence[str]] = None, *, command: Sequence[str] = RUN_C
     if tracked_finished:
         skipped = [r for r in todo if r.key in tracked_finished]
         for r in skipped:
-            say(f"  {r.key} {r.name}: finished according to MLflow; not resubmitted")
+            say(f"  {r.key} {r.name}: finished according to MLflow, but {r.out_dir / 'result.json'} is missing; "
+                "not resubmitted (restore result.json, or delete the run folder and its MLflow run to train it again)")
         todo = [r for r in todo if r.key not in tracked_finished]
         if not todo:
             say("nothing submitted")

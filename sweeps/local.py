@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Optional, Sequence
 
-from sweeps.records import SweepLog, local_job_id
+from sweeps.records import SweepLog, local_job_id, process_identity
 from sweeps.state import log_progress
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -145,7 +145,7 @@ class _Started:
                                      env=env, cwd=os.getcwd())
         self.job_id = local_job_id(self.proc.pid)
         log.submitted(run.key, run.name, self.job_id, "local", pid=self.proc.pid, host=socket.gethostname(),
-                      log=str(self.log_path), config=str(config))
+                      process=process_identity(self.proc.pid), log=str(self.log_path), config=str(config))
 
     def progress(self) -> str:
         return f"{self.run.name} {log_progress(str(self.log_path), self.run.budget.steps) or 'starting'}"

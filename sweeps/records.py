@@ -7,7 +7,12 @@
 - ``{"event": "exited", "run_key", "job_id", "returncode", "elapsed_s", "time"}`` when a local run's
   process ends (SLURM jobs report through submitit's files and ``squeue`` instead).
 
-Lines are only ever appended, so the history of a grid (retries included) stays readable.
+Lines are only ever appended, so the history of a grid (retries included) stays readable. Reading
+is defensive: a line that is not a record (cut short by a crash, edited by hand, not UTF-8, a JSON
+value that is not an object, a submission without its job id) is skipped and counted, never fatal.
+
+A local run's record also holds ``process``, the identity of its process (boot id and start time):
+a PID alone may belong to an unrelated process after the run died, and must not keep it "running".
 """
 
 from __future__ import annotations
@@ -40,10 +45,43 @@ class Submission:
     attempts: int = 1
 
 
+REQUIRED = {"submitted": ("run_key", "job_id", "executor"), "exited": ("run_key", "job_id")}
+
+
+def _record(line: str) -> Optional[dict]:
+    """The record on one line, or None when the line is not a usable record."""
+    try:
+        rec = json.loads(line)
+    except ValueError:
+        return None
+    if not isinstance(rec, dict):
+        return None
+    needed = REQUIRED.get(rec.get("event"), ())
+    if not all(isinstance(rec.get(name), str) and rec[name] for name in needed):
+        return None
+    return rec
+
+
+def process_identity(pid: int) -> Optional[str]:
+    """``boot-id:start-time`` of a live process (Linux /proc), None where it cannot be read.
+
+    A PID is reused once its process is gone; the start time (clock ticks since boot) together with
+    the boot id names one process for good."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            start_ticks = f.read().rsplit(") ", 1)[1].split()[19]
+        with open("/proc/sys/kernel/random/boot_id") as f:
+            boot = f.read().strip()
+    except (OSError, IndexError):
+        return None
+    return f"{boot}:{start_ticks}"
+
+
 @dataclass
 class SweepLog:
     sweep_dir: Path
     _latest: dict[str, Submission] = field(default_factory=dict, init=False)
+    skipped: int = field(default=0, init=False)  # unusable lines seen by the last read
 
     @property
     def path(self) -> Path:
@@ -73,14 +111,15 @@ class SweepLog:
         if not self.path.is_file():
             return []
         out = []
-        for number, line in enumerate(self.path.read_text(encoding="utf-8").splitlines(), 1):
+        self.skipped = 0
+        for line in self.path.read_bytes().decode("utf-8", errors="replace").splitlines():
             if not line.strip():
                 continue
-            try:
-                out.append(json.loads(line))
-            except json.JSONDecodeError:
-                # A line cut short by a crash mid-write: skip it, keep the rest of the history.
-                continue
+            rec = _record(line)
+            if rec is None:
+                self.skipped += 1  # the rest of the history stays readable
+            else:
+                out.append(rec)
         return out
 
     def latest(self) -> dict[str, Submission]:
@@ -91,7 +130,8 @@ class SweepLog:
             key = rec.get("run_key")
             if rec.get("event") == "submitted":
                 attempts[key] = attempts.get(key, 0) + 1
-                latest[key] = Submission(key, rec["job_id"], rec["executor"], rec["time"], rec, None, attempts[key])
+                latest[key] = Submission(key, rec["job_id"], rec["executor"], str(rec.get("time", "")), rec, None,
+                                         attempts[key])
             elif rec.get("event") == "exited" and key in latest and latest[key].job_id == rec.get("job_id"):
                 latest[key].exit = rec
         return latest
@@ -101,4 +141,4 @@ def local_job_id(pid: int) -> str:
     return f"local-{socket.gethostname()}-{pid}"
 
 
-__all__ = ["SUBMISSIONS", "Submission", "SweepLog", "local_job_id", "now"]
+__all__ = ["SUBMISSIONS", "Submission", "SweepLog", "local_job_id", "now", "process_identity"]

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Optional
 
-from sweeps.records import Submission
+from sweeps.records import Submission, process_identity
 
 STATES = ("planned", "queued", "running", "finished", "failed", "unknown")
 ACTIVE = ("queued", "running", "unknown")  # never resubmitted by a re-launch
@@ -125,7 +125,8 @@ def _local_status(sub: Submission, out_dir: Path, steps: int) -> RunStatus:
     pid, host = sub.record.get("pid"), sub.record.get("host")
     if host != socket.gethostname():
         return RunStatus("unknown", detail=f"started on host {host}; cannot check its process from here", **base)
-    if pid and _pid_alive(int(pid)):
+    recorded = sub.record.get("process")  # absent from records written before it was kept
+    if isinstance(pid, int) and _pid_alive(pid) and (recorded is None or process_identity(pid) == recorded):
         return RunStatus("running", progress=log_progress(base["log"], steps), **base)
     return RunStatus("failed", detail="its process ended without an exit record (killed?)", **base)
 

@@ -35,6 +35,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return 2
     log = SweepLog(plan.sweep_dir)
     states = run_states(plan.runs, log.latest())
+    if log.skipped:
+        print(f"note: {log.path}: {log.skipped} line(s) that are not sweep records were skipped", file=sys.stderr)
     if args.format == "json":
         print(status_json(plan, states))
     else:

@@ -69,6 +69,20 @@ def test_a_finished_run_is_not_run_again_and_a_different_config_is_refused(tmp_p
     assert "checkpoint_every_n_steps: 7" in (tmp_path / "g" / "r" / "config.yaml").read_text()
 
 
+def test_a_finished_run_that_lost_its_result_is_not_trained_again(tmp_path, data_cache):
+    from studies.run import RunFolderConflict, main
+
+    cfg = tiny_run_config(tmp_path / "g" / "r", data_cache, steps=2, tracking={"enabled": False})
+    run(cfg)
+    final = tmp_path / "g" / "r" / "checkpoints" / "final.ckpt"
+    stamp = final.stat().st_mtime_ns
+    (tmp_path / "g" / "r" / "result.json").unlink()
+    with pytest.raises(RunFolderConflict, match="the run finished training and its result was lost"):
+        run(cfg)
+    assert main([str(tmp_path / "g" / "r" / "config.yaml")]) == 2
+    assert final.stat().st_mtime_ns == stamp and not (tmp_path / "g" / "r" / "result.json").exists()
+
+
 def test_an_inconsistent_config_fails_before_anything_is_written(tmp_path, data_cache):
     cfg = tiny_run_config(tmp_path / "g" / "r", data_cache, objective="mdm", steps=2)
     cfg.model.causal = True

@@ -11,7 +11,7 @@ import sys
 from run_configs import SMOKE_TESTED
 from sweeps import launcher, status
 from sweeps.plan import plan_grid
-from sweeps.records import SweepLog, local_job_id
+from sweeps.records import SweepLog, local_job_id, process_identity
 from sweeps.state import log_progress, run_states
 
 
@@ -57,6 +57,57 @@ def test_running_local_run_shows_progress_then_failure_when_killed(tmp_path, cap
         proc.wait()
     state = run_states(plan.runs, SweepLog(plan.sweep_dir).latest())[run.key]
     assert state.state == "failed" and "without an exit record" in state.detail
+
+
+def test_a_live_process_that_is_not_the_run_does_not_keep_it_running(tmp_path):
+    """The run's PID now belongs to another process (PIDs are reused): its start time differs."""
+    import socket
+
+    plan = plan_grid("smoke", SMOKE_TESTED, runs_dir=str(tmp_path), only=["budget=1e11", "objective=arm"])
+    [run] = plan.runs
+    run.out_dir.mkdir(parents=True)
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        identity = process_identity(other.pid)
+        assert identity and identity.count(":") == 1
+        log = SweepLog(plan.sweep_dir)
+        log.submitted(run.key, run.name, local_job_id(other.pid), "local", pid=other.pid,
+                      host=socket.gethostname(), process=identity)
+        assert run_states(plan.runs, log.latest())[run.key].state == "running"  # the very process
+        boot, ticks = identity.split(":")
+        log.submitted(run.key, run.name, local_job_id(other.pid), "local", pid=other.pid,
+                      host=socket.gethostname(), process=f"{boot}:{int(ticks) - 1}")  # an earlier one
+        state = run_states(plan.runs, log.latest())[run.key]
+        assert state.state == "failed" and "without an exit record" in state.detail
+    finally:
+        other.kill()
+        other.wait()
+
+
+CORRUPT_LINES = {
+    "a JSON array": b"[1, 2, 3]\n",
+    "a JSON string": b"\"submitted\"\n",
+    "a submission without job_id": b'{"event": "submitted", "run_key": "K", "executor": "local"}\n',
+    "bytes that are not UTF-8": b"\xff\xfe\x00garbage\n",
+    "a line cut short": b'{"event": "submitted", "run_key": "ab',
+}
+
+
+def test_a_corrupt_sweep_log_is_read_around_never_a_traceback(tmp_path, fake_command, capsys):
+    argv = ["--grid", "smoke", "--cluster", "local", "--runs-dir", str(tmp_path), "--only", "budget=1e11",
+            "--no-analysis", *SMOKE_TESTED]
+    assert launcher.main(argv, command=fake_command) == 0
+    path = SweepLog(plan_grid("smoke", SMOKE_TESTED, runs_dir=str(tmp_path)).sweep_dir).path
+    with open(path, "ab") as f:
+        for line in CORRUPT_LINES.values():
+            f.write(line)
+    capsys.readouterr()
+    assert status.main(["--grid", "smoke", "--runs-dir", str(tmp_path), *SMOKE_TESTED]) == 0
+    captured = capsys.readouterr()
+    assert "2 finished, 4 planned" in captured.out
+    assert f"{len(CORRUPT_LINES)} line(s) that are not sweep records were skipped" in captured.err
+    assert launcher.main(argv, command=fake_command) == 0  # finished runs found; nothing resubmitted
+    assert "nothing to do" in capsys.readouterr().out
 
 
 def test_progress_reads_lightnings_rich_bar(tmp_path):
