@@ -414,9 +414,9 @@ def main(argv: list[str] | None = None) -> int:
                          experiment=args.experiment, n_resamples=args.n_resamples,
                          confidence=args.confidence, seed=args.seed, statuses=statuses,
                          log_artifacts=not args.no_log)
-    except ValueError as err:
-        print(f"compare: {err}", file=sys.stderr)
-        return 1
+    except ValueError as err:  # a user's mistake (grid, store, statuses): one line, exit 2
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     print(result.summary)
     for message in result.messages:
         print(f"note: {message}")

@@ -304,6 +304,13 @@ def load_grid(grid: str, *, tracking_uri: str | None = None, runs_dir: str | Pat
     if unknown:
         raise ValueError(f"unknown run status(es) {unknown}; MLflow statuses are {list(STATUSES)}")
     uri = resolve_uri(tracking_uri, runs_dir)
+    if uri.startswith(("http://", "https://")):  # seconds, not MLflow's minutes of retries
+        from studies.tracking import TrackingUnavailable, check_reachable
+
+        try:
+            check_reachable(uri)
+        except TrackingUnavailable as error:
+            raise ValueError(str(error)) from None
     client = MlflowClient(uri)
     found = _find_experiment(client, experiment or grid, uri)
     all_runs = client.search_runs([found.experiment_id], max_results=50_000)

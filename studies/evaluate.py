@@ -174,18 +174,31 @@ def resolve_checkpoint(checkpoint, data_dir=None) -> tuple:
 
 def main(argv: Optional[List[str]] = None) -> int:
     args = _parser().parse_args(argv)
-    checkpoint, run_cfg, data_dir = resolve_checkpoint(args.checkpoint, args.data_dir)
-    eval_cfg = run_cfg.eval if run_cfg is not None else None
+    try:
+        checkpoint, run_cfg, data_dir = resolve_checkpoint(args.checkpoint, args.data_dir)
+        eval_cfg = run_cfg.eval if run_cfg is not None else None
 
-    from studies.tasks.adapter import EvalSettings, load_checkpoint_adapter
+        from studies.tasks.adapter import EvalSettings, load_checkpoint_adapter
+        from studies.tasks.registry import suite_tasks
 
-    settings = EvalSettings.parse(json.loads(args.settings) if args.settings else (eval_cfg.settings if eval_cfg else None))
-    suite = args.suite or (eval_cfg.suite if eval_cfg else None)
-    if not suite or suite == "none":
-        raise SystemExit("error: no suite: pass --suite (paper6, toyworld, or a comma-separated task list)")
-    mc_samples = args.mc_samples or (eval_cfg.mc_samples if eval_cfg else 128)
-    cfg_scale = args.cfg_scale if args.cfg_scale is not None else (eval_cfg.cfg_scale if eval_cfg else 0.0)
-    limit = args.limit if args.limit is not None else (eval_cfg.limit if eval_cfg else None)
+        settings = EvalSettings.parse(json.loads(args.settings) if args.settings else (eval_cfg.settings if eval_cfg else None))
+        suite = args.suite or (eval_cfg.suite if eval_cfg else None)
+        if not suite or suite == "none":
+            raise ValueError("no suite: pass --suite (paper6, toyworld, or a comma-separated task list)")
+        suite_tasks(suite)
+        mc_samples = args.mc_samples or (eval_cfg.mc_samples if eval_cfg else 128)
+        cfg_scale = args.cfg_scale if args.cfg_scale is not None else (eval_cfg.cfg_scale if eval_cfg else 0.0)
+        limit = args.limit if args.limit is not None else (eval_cfg.limit if eval_cfg else None)
+        if limit is not None and limit < 1 or mc_samples < 1:
+            raise ValueError(f"--limit ({limit}) and --mc-samples ({mc_samples}) must be at least 1")
+    except SystemExit as exit_:  # resolve_checkpoint's "error: ..." lines
+        if not (isinstance(exit_.code, str) and exit_.code.startswith("error: ")):
+            raise
+        print(exit_.code, file=sys.stderr)
+        return 2
+    except ValueError as error:  # bad flags or settings, found before the checkpoint is loaded
+        print(f"error: {str(error).strip().splitlines()[0]}", file=sys.stderr)
+        return 2
     adapter = load_checkpoint_adapter(checkpoint, data_dir, mc_samples=mc_samples, cfg_scale=cfg_scale,
                                       settings=settings, device=args.device)
     tasks_dir = Path(args.tasks_dir) if args.tasks_dir else data_dir / "tasks"

@@ -153,41 +153,32 @@ def main(argv: Optional[Sequence[str]] = None, *, command: Sequence[str] = RUN_C
         return 1 if failed and not args.retry_failed else 0
 
     try:
-        from sweeps.tracking_setup import launch_tracking
+        from sweeps.tracking_setup import tracking_store
 
-        tracked_finished = launch_tracking(plan, todo, say)
+        tracking_store(plan)  # an unreachable server: refused before any lock, record or folder
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    if tracked_finished:
-        skipped = [r for r in todo if r.key in tracked_finished]
-        for r in skipped:
-            say(f"  {r.key} {r.name}: finished according to MLflow, but {r.out_dir / 'result.json'} is missing; "
-                "not resubmitted (restore result.json, or delete the run folder and its MLflow run to train it again)")
-        todo = [r for r in todo if r.key not in tracked_finished]
-        if not todo:
-            say("nothing submitted")
-            return 0
-
-    log.append({"event": "launch", "argv": list(argv) if argv is not None else sys.argv[1:], "executor": cluster,
-                "grid": plan.grid, "submit": [r.key for r in todo]})
     if cluster == "slurm":
-        try:
-            submit_slurm(todo, log, plan.profile, plan.grid, say=say)
-        except RuntimeError as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return 2
-        say(f"submitted {len(todo)} run(s); follow them with: python sweeps/status.py --grid {args.grid}")
-        return 0
-
-    stream = sys.stderr.buffer if machine_readable else sys.stdout.buffer
+        return _submit_to_slurm(plan, todo, log, args, argv, say)
+    # One local launch of a grid at a time; a refused one leaves no MLflow run, record or folder.
     with _exclusive(plan.sweep_dir / "local.lock") as held:
         if not held:
             print(f"error: another local launch of grid {plan.grid} is running in {plan.runs_root}; wait for it "
                   f"or follow it with python sweeps/status.py --grid {args.grid}", file=sys.stderr)
             return 2
+        opened = _open_launch(plan, todo, log, "local", argv, say)
+        if isinstance(opened, int):
+            return opened
+        todo, parent = opened
         parallel = plan.profile.local_parallel_runs if args.parallel is None else args.parallel
-        outcomes = run_local(todo, log, command=command, stream=stream, say=say, parallel=parallel)
+        stream = sys.stderr.buffer if machine_readable else sys.stdout.buffer
+        try:
+            outcomes = run_local(todo, log, command=command, stream=stream, say=say, parallel=parallel)
+        except BaseException:
+            _end_parent(plan, parent, "KILLED")
+            raise
+        _end_parent(plan, parent, "FINISHED" if all(o.finished for o in outcomes) else "FAILED")
     bad = [o for o in outcomes if not o.finished]
     say(f"local sweep done: {len(outcomes) - len(bad)} finished, {len(bad)} failed, "
         f"{len(finished)} skipped (already finished); runs in {plan.runs_root}")
@@ -196,6 +187,61 @@ def main(argv: Optional[Sequence[str]] = None, *, command: Sequence[str] = RUN_C
     if not bad and not args.no_analysis:
         _compare(plan, say)
     return 1 if bad else 0
+
+
+def _prepare_tracking(plan, todo, say):
+    """(the runs still to submit, the launch's MLflow parent run id or None), or None on bad input
+    (the message printed). Runs MLflow already holds as finished are left out, with the reason."""
+    from sweeps.tracking_setup import launch_tracking
+
+    try:
+        tracked_finished, parent = launch_tracking(plan, todo, say)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return None
+    for r in todo:
+        if r.key in tracked_finished:
+            say(f"  {r.key} {r.name}: finished according to MLflow, but {r.out_dir / 'result.json'} is missing; "
+                "not resubmitted (restore result.json, or delete the run folder and its MLflow run to train it again)")
+    return [r for r in todo if r.key not in tracked_finished], parent
+
+
+def _open_launch(plan, todo, log, executor: str, argv, say):
+    """MLflow's parent run and the sweep log's launch record: (the runs to submit, the parent run id),
+    or an exit code (2: bad input; 0: MLflow holds every run as finished)."""
+    prepared = _prepare_tracking(plan, todo, say)
+    if prepared is None:
+        return 2
+    todo, parent = prepared
+    if not todo:
+        say("nothing submitted")
+        return 0
+    log.append({"event": "launch", "argv": list(argv) if argv is not None else sys.argv[1:], "executor": executor,
+                "grid": plan.grid, "submit": [r.key for r in todo]})
+    return todo, parent
+
+
+def _submit_to_slurm(plan, todo, log, args, argv, say) -> int:
+    opened = _open_launch(plan, todo, log, "slurm", argv, say)
+    if isinstance(opened, int):
+        return opened
+    todo, parent = opened
+    try:
+        submit_slurm(todo, log, plan.profile, plan.grid, say=say)
+    except RuntimeError as exc:
+        _end_parent(plan, parent, "FAILED")
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    _end_parent(plan, parent, "FINISHED")  # the launch is done; its jobs' runs report for themselves
+    say(f"submitted {len(todo)} run(s); follow them with: python sweeps/status.py --grid {args.grid}")
+    return 0
+
+
+def _end_parent(plan, parent, status: str) -> None:
+    if parent is not None:
+        from sweeps.tracking_setup import end_launch_run
+
+        end_launch_run(plan, parent, status)
 
 
 def _compare(plan, say) -> None:

@@ -74,7 +74,17 @@ def main(argv=None) -> int:
 
     from .prepare import dataset_dir, load_metadata, prepare_dataset
 
-    cfg = load_config(args.config, args.overrides)
+    from omegaconf.errors import OmegaConfBaseException
+
+    try:
+        cfg = load_config(args.config, args.overrides)
+        if cfg.source == "files":
+            from .ingest import resolve_files
+
+            resolve_files(cfg)
+    except (ValueError, OSError, OmegaConfBaseException) as error:  # a user's mistake: one line, exit 2
+        print(f"error: {(str(error).strip().splitlines() or [type(error).__name__])[0]}", file=sys.stderr)
+        return 2
     if args.command == "prepare":
         print(prepare_dataset(cfg))
         return 0

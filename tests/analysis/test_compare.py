@@ -101,12 +101,21 @@ def test_a_grid_without_finished_runs_exits_with_a_message(synthetic_grid, capsy
     grid = synthetic_grid(budgets=(1e16,), objectives=(), extras=True)  # one RUNNING, one FAILED
     code = main(["--grid", grid.grid, "--runs-dir", str(grid.runs_dir)])
     err = capsys.readouterr().err
-    assert code == 1
+    assert code == 2
     assert "has no finished runs with scores" in err and "1 FAILED, 1 RUNNING" in err
     assert "--include-running" in err and "Traceback" not in err
 
-    assert main(["--grid", "missing", "--runs-dir", str(grid.runs_dir)]) == 1
+    assert main(["--grid", "missing", "--runs-dir", str(grid.runs_dir)]) == 2
     assert "no MLflow experiment named 'missing'" in capsys.readouterr().err
+
+
+def test_an_unreachable_server_is_one_line_from_the_health_check(tmp_path, capsys):
+    """The message is the 5-second health check's (studies.tracking.check_reachable), not the
+    traceback MLflow's client gives after minutes of retries."""
+    assert main(["--grid", "g", "--tracking-uri", "http://127.0.0.1:9", "--runs-dir", str(tmp_path / "runs")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: MLflow tracking server http://127.0.0.1:9 is unreachable") and "\n" not in err
+    assert not (tmp_path / "runs").exists()
 
 
 def test_help_runs_as_a_script_without_heavy_imports():

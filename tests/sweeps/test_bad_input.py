@@ -146,3 +146,23 @@ def test_studies_run_names_a_missing_config(workdir):
     done = subprocess.run([sys.executable, "-m", "studies.run", str(workdir / "nope.yaml")], cwd=workdir,
                           capture_output=True, text=True, timeout=120, env={**os.environ, "PYTHONPATH": str(REPO_ROOT)})
     assert done.returncode == 2 and done.stderr.strip() == f"error: run config {workdir / 'nope.yaml'} does not exist"
+
+
+DATA_CASES = {
+    "unknown source": (["-", "source=ftp"], "data.source='ftp' is not one of"),
+    "unknown key": (["-", "nosuch=1"], "Key 'nosuch' not in 'DataConfig'"),
+    "missing config": (["nonexistent.yaml"], "No such file or directory"),
+    "glob matching nothing": (["-", "source=files", "files=[/nope/*.txt]"], "matches no file"),
+}
+
+
+@pytest.mark.parametrize("case", DATA_CASES, ids=list(DATA_CASES))
+def test_studies_data_refuses_a_bad_config_before_preparing_anything(workdir, case):
+    args, message = DATA_CASES[case]
+    done = subprocess.run([sys.executable, "-m", "studies.data", "prepare", *args, f"cache_dir={workdir / 'cache'}"],
+                          cwd=workdir, capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "PYTHONPATH": str(REPO_ROOT)})
+    assert done.returncode == 2, done.stderr[-2000:]
+    err = done.stderr.strip()
+    assert err.startswith("error: ") and message in err and "\n" not in err, err
+    assert not (workdir / "cache").exists()

@@ -54,6 +54,7 @@ def test_smoke_grid_trains_checkpoints_and_is_idempotent(tmp_path, read_events):
     launches = [r for r in records if r.data.tags.get("kind") == "launch"]
     jobs = [r for r in records if r.data.tags.get("kind") != "launch"]
     assert len(launches) == 1 and len(jobs) == 2
+    assert launches[0].info.status == "FINISHED"  # the launch's run ends with the launch
     for job in jobs:
         assert job.info.status == "FINISHED"
         assert job.data.tags["mlflow.parentRunId"] == launches[0].info.run_id

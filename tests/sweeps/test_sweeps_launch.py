@@ -176,6 +176,9 @@ def test_second_local_launch_of_a_running_grid_is_refused(tmp_path, fake_command
                              command=fake_command)
     assert code == 2 and "another local launch of grid smoke is running" in capsys.readouterr().err
     assert read_events(tmp_path, "smoke") == []
+    # nothing else either: no sweep-log record, run folder or MLflow store (hence no parent run)
+    assert sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*")
+                  if p.name != "fake_run.py") == ["smoke", "smoke/sweep", "smoke/sweep/local.lock"]
 
 
 SLEEPING_RUN = """
@@ -316,7 +319,8 @@ def test_parallel_progress_is_one_line_redrawn_in_place_on_a_terminal(tmp_path, 
     driver = tmp_path / "driver.py"
     driver.write_text(PTY_DRIVER)
     primary, secondary = pty.openpty()
-    env = {**os.environ, "FAKE_RUN_SECONDS": "5", "COLUMNS": "200"}
+    # 8 s runs and a redraw every 2 s: three redraws on an idle machine, two even if the loop stalls 2 s
+    env = {**os.environ, "FAKE_RUN_SECONDS": "8", "COLUMNS": "200"}
     proc = subprocess.Popen([sys.executable, str(driver), str(tmp_path / "runs"), fake_command[1]], cwd=REPO_ROOT,
                             stdin=secondary, stdout=secondary, stderr=secondary, env=env)
     os.close(secondary)

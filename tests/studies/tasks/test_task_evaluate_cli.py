@@ -82,10 +82,17 @@ def test_cli_scores_a_checkpoint_trained_by_studies_run(tmp_path, toy_data, worl
         entry = report["tasks"][task]
         assert entry["n"] == 3 and all(0.0 <= v <= 1.0 for v in entry["metrics"].values())
 
-    with pytest.raises(SystemExit, match="pass --data-dir"):
-        lonely = tmp_path / "lonely.ckpt"
-        lonely.write_bytes(open(result["checkpoint"], "rb").read())
-        evaluate.main(["--checkpoint", str(lonely), "--suite", "toy_mc"])
+    lonely = tmp_path / "lonely.ckpt"
+    lonely.write_bytes(open(result["checkpoint"], "rb").read())
+    # a user's mistake is one line and exit 2, before the checkpoint is loaded
+    for args, message in ((["--checkpoint", str(lonely), "--suite", "toy_mc"], "pass --data-dir"),
+                          (["--checkpoint", str(tmp_path / "nope.ckpt")], "does not exist"),
+                          (["--checkpoint", result["checkpoint"], "--suite", "nosuch"], "unknown suite 'nosuch'"),
+                          (["--checkpoint", result["checkpoint"], "--limit", "0"], "--limit (0)")):
+        capsys.readouterr()
+        assert evaluate.main(args) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("error: ") and message in err and "\n" not in err, err
     assert evaluate.main(["--checkpoint", str(lonely), "--suite", "toy_forward", "--limit", "2",
                           "--data-dir", str(toy_data[0])]) == 0
     assert "toy_forward" in capsys.readouterr().out
