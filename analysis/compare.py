@@ -301,21 +301,28 @@ def compare(grid: str, *, tracking_uri: str | None = None, runs_dir: str | Path 
     """Load, tabulate, fit, draw, write and log one grid's comparison (see the module docstring)."""
     import pandas as pd
 
-    from analysis.runs import VALIDATION, chance_levels, load_grid, primary_metric
+    from analysis.runs import VALIDATION, chance_levels, load_grid, primary_metric, runs_missing_from_tracking
 
     if n_resamples < 2:
         raise ValueError(f"n_resamples must be at least 2 (e.g. 200), got {n_resamples}")
     data = load_grid(grid, tracking_uri=tracking_uri, runs_dir=runs_dir, experiment=experiment,
                      statuses=statuses)
+    missing = runs_missing_from_tracking(data, runs_dir)
+    unused = (f"{len(missing)} finished run(s) in {Path(runs_dir) / grid} have no usable MLflow run at "
+              f"{data.tracking_uri} and are left out: {', '.join(missing)}; replay their records with "
+              "python -m studies.tracking sync RUN_DIR, or point --tracking-uri at their store") if missing else None
     if data.scores.empty:
         found = ", ".join(f"{n} {s}" for s, n in data.status_counts().items()) or "no job runs"
         raise NothingToAnalyse(
             f"grid {grid!r} has no {'/'.join(data.statuses).lower()} runs with scores to analyse "
-            f"(found {found}).\n{data.summary()}\nWait for runs to finish, or pass --include-running")
+            f"(found {found}).\n{data.summary()}\n" + (f"{unused}\n" if unused else "")
+            + "Wait for runs to finish, or pass --include-running")
     result = Comparison(out_dir=Path(out) if out is not None else Path(runs_dir) / grid / "analysis",
                         summary=data.summary())
     result.out_dir.mkdir(parents=True, exist_ok=True)
     messages = result.messages
+    if unused:
+        messages.append(unused)
     scores = data.scores
     tasks = [t for t in dict.fromkeys(scores["task"]) if t != VALIDATION]
     metric_of = {t: primary_metric(t, scores.loc[scores["task"] == t, "metric"].unique()) for t in tasks}

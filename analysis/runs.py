@@ -21,6 +21,8 @@ metrics its own counter, so compare points by ``flops``, not by ``step``.
 
 from __future__ import annotations
 
+import json
+
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -71,6 +73,22 @@ class GridRuns:
         for row in self.excluded.itertuples():
             lines.append(f"  excluded: {row.count} x {row.reason}" + (f" (runs {row.runs})" if row.runs else ""))
         return "\n".join(lines)
+
+
+def runs_missing_from_tracking(data: GridRuns, runs_dir: str | Path) -> list[str]:
+    """Runs whose folder under ``runs_dir/<grid>`` holds a ``result.json`` (they finished) but that
+    the comparison does not use (MLflow lacks them, e.g. a deleted or other store): their names, so
+    that a comparison never silently drops a finished run."""
+    used = set(data.used_runs["run_key"])
+    missing = []
+    for result in sorted(Path(runs_dir, data.grid).glob("*/result.json")):
+        if result.parent.name not in used:
+            try:
+                name = json.loads(result.read_text()).get("name") or result.parent.name
+            except (OSError, ValueError, AttributeError):
+                name = result.parent.name
+            missing.append(f"{name} ({result.parent.name})")
+    return missing
 
 
 def final_points(rows: pd.DataFrame) -> pd.DataFrame:

@@ -101,6 +101,7 @@ def run(cfg: RunConfig, callbacks: list | None = None) -> dict:
     from models.config import training_flops_per_token
     from models.lightning import LanguageModel
     from studies.callbacks import DataEpochs, progress_bar
+    from studies.checkpoints import PREVIOUS, AtomicCheckpointIO, resume_checkpoint
     from studies.preemption import CheckpointAndRequeue, cluster_plugins
     from studies.data.loader import TokenDataModule
     from studies.data.prepare import load_metadata, prepare_dataset
@@ -182,11 +183,12 @@ def run(cfg: RunConfig, callbacks: list | None = None) -> dict:
             )
         ],
         default_root_dir=out,
-        plugins=cluster_plugins(),  # ranks from SLURM when srun started the run
+        plugins=[*cluster_plugins(), AtomicCheckpointIO()],  # ranks from SLURM when srun started the run
     )
     last = checkpoints / "last.ckpt"
     try:
-        trainer.fit(module, datamodule=datamodule, ckpt_path=str(last) if last.exists() else None)
+        resume = resume_checkpoint(last)
+        trainer.fit(module, datamodule=datamodule, ckpt_path=str(resume) if resume else None)
         final = checkpoints / "final.ckpt"
         trainer.save_checkpoint(final)
         train_metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
@@ -218,8 +220,8 @@ def run(cfg: RunConfig, callbacks: list | None = None) -> dict:
         tmp = out / (RESULT_FILE + ".tmp")
         tmp.write_text(json.dumps(result, indent=2))
         tmp.replace(result_path)
-        if last.exists():
-            last.unlink()  # the final checkpoint supersedes it
+        for superseded in (last, last.with_name(last.name + PREVIOUS)):
+            superseded.unlink(missing_ok=True)  # the final checkpoint supersedes them
         if tracker is not None:
             tracker.log_metrics({"final/val_loss": result["val_loss"] or float("nan"),
                                  "final/flops": result["flops"]}, result["steps"])

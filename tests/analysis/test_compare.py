@@ -109,6 +109,23 @@ def test_a_grid_without_finished_runs_exits_with_a_message(synthetic_grid, capsy
     assert "no MLflow experiment named 'missing'" in capsys.readouterr().err
 
 
+def test_finished_runs_that_mlflow_lacks_are_named(synthetic_grid, capsys):
+    """Run folders with a result.json but no MLflow run (a deleted or another store) are named in the
+    comparison's notes; one whose MLflow run exists is not."""
+    import json
+
+    grid = synthetic_grid(budgets=(1e16,), sizes=(0.5, 1.0, 2.0), extras=False)
+    present = MlflowClient(grid.uri).get_run(grid.finished[0]).data.tags["run_key"]
+    for key, name in ((present, "tracked"), ("0123456789ab", "arm-tiny-4.3e+11")):
+        (grid.runs_dir / grid.grid / key).mkdir(parents=True)
+        (grid.runs_dir / grid.grid / key / "result.json").write_text(json.dumps({"name": name}))
+    assert main(["--grid", grid.grid, "--runs-dir", str(grid.runs_dir), "--no-log"]) == 0
+    notes = [line for line in capsys.readouterr().out.splitlines() if line.startswith("note: ")]
+    (missing,) = [line for line in notes if "have no usable MLflow run" in line]
+    assert "1 finished run(s)" in missing and "arm-tiny-4.3e+11 (0123456789ab)" in missing
+    assert "tracked" not in missing
+
+
 def test_an_unreachable_server_is_one_line_from_the_health_check(tmp_path, capsys):
     """The message is the 5-second health check's (studies.tracking.check_reachable), not the
     traceback MLflow's client gives after minutes of retries."""

@@ -49,6 +49,42 @@ def test_a_resumed_run_continues_exactly(objective, tmp_path, data_cache):
         sorted(p.name for p in (tmp_path / "a" / "g" / "straight" / "checkpoints").iterdir())
 
 
+def _weights(out_dir):
+    return torch.load(out_dir / "checkpoints" / "final.ckpt", weights_only=False)["state_dict"]
+
+
+@pytest.mark.parametrize("fault", ["truncated newest checkpoint", "killed mid-write"])
+def test_a_damaged_checkpoint_folder_resumes_exactly(fault, tmp_path, data_cache, capsys):
+    """A truncated last.ckpt (a full disk, a kill during an old-style write) falls back to the previous
+    checkpoint, naming the file; a write killed midway leaves a partial file, removed on resume. Both
+    runs end bit for bit where the uninterrupted run ends."""
+    tracking = {"enabled": False}
+    straight = tiny_run_config(tmp_path / "a" / "g" / "straight", data_cache, "mdm", steps=8, tracking=tracking)
+    run(straight)
+    damaged = dataclasses.replace(straight, out_dir=str(tmp_path / "b" / "g" / "damaged"))
+    with pytest.raises(RuntimeError, match="injected crash"):
+        run(damaged, callbacks=[CrashAt(7)])  # checkpoints every 2 steps: last at step 6, previous at 4
+    folder = tmp_path / "b" / "g" / "damaged" / "checkpoints"
+    last = folder / "last.ckpt"
+    assert (folder / "last.ckpt.prev").is_file()
+    if fault == "truncated newest checkpoint":
+        last.write_bytes(last.read_bytes()[: last.stat().st_size // 2])
+    else:
+        (folder / "last.ckpt.partial-99999").write_bytes(last.read_bytes()[:1000])
+    capsys.readouterr()
+    run(damaged)
+    err = capsys.readouterr().err
+    if fault == "truncated newest checkpoint":
+        assert f"{last} is truncated" in err and "resuming from the previous checkpoint" in err
+    else:
+        assert "last.ckpt.partial-99999: a checkpoint write that did not finish" in err
+    assert sorted(p.name for p in folder.iterdir()) == ["final.ckpt"]  # nothing leaked
+    expected, got = _weights(tmp_path / "a" / "g" / "straight"), _weights(tmp_path / "b" / "g" / "damaged")
+    for name, tensor in expected.items():
+        assert torch.equal(tensor, got[name]), name
+    assert train_losses(tmp_path / "b" / "g" / "damaged")[7] == train_losses(tmp_path / "a" / "g" / "straight")[7]
+
+
 def test_a_finished_run_is_not_run_again_and_a_different_config_is_refused(tmp_path, data_cache, capsys):
     cfg = tiny_run_config(tmp_path / "g" / "r", data_cache, steps=2, tracking={"enabled": False})
     first = run(cfg)
