@@ -79,7 +79,7 @@ def runs_missing_from_tracking(data: GridRuns, runs_dir: str | Path) -> list[str
     """Runs whose folder under ``runs_dir/<grid>`` holds a ``result.json`` (they finished) but that
     the comparison does not use (MLflow lacks them, e.g. a deleted or other store): their names, so
     that a comparison never silently drops a finished run."""
-    used = set(data.used_runs["run_key"])
+    used = set(data.runs.loc[data.runs["used"].astype(bool), "run_key"])  # (no MLflow runs: an empty frame)
     missing = []
     for result in sorted(Path(runs_dir, data.grid).glob("*/result.json")):
         if result.parent.name not in used:

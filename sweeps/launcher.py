@@ -216,8 +216,11 @@ def _open_launch(plan, todo, log, executor: str, argv, say):
     if not todo:
         say("nothing submitted")
         return 0
-    log.append({"event": "launch", "argv": list(argv) if argv is not None else sys.argv[1:], "executor": executor,
-                "grid": plan.grid, "submit": [r.key for r in todo]})
+    try:
+        log.append({"event": "launch", "argv": list(argv) if argv is not None else sys.argv[1:],
+                    "executor": executor, "grid": plan.grid, "submit": [r.key for r in todo]})
+    except OSError as error:  # a full disk: the runs report their own failures
+        say(f"note: the launch could not be recorded in {log.path} ({error})")
     return todo, parent
 
 

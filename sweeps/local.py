@@ -144,8 +144,11 @@ class _Started:
         self.proc = subprocess.Popen([*command, str(config)], stdout=stdout, stderr=subprocess.STDOUT,
                                      env=env, cwd=os.getcwd())
         self.job_id = local_job_id(self.proc.pid)
-        log.submitted(run.key, run.name, self.job_id, "local", pid=self.proc.pid, host=socket.gethostname(),
-                      process=process_identity(self.proc.pid), log=str(self.log_path), config=str(config))
+        try:
+            log.submitted(run.key, run.name, self.job_id, "local", pid=self.proc.pid, host=socket.gethostname(),
+                          process=process_identity(self.proc.pid), log=str(self.log_path), config=str(config))
+        except OSError as error:  # a full disk: the run goes on, unrecorded; its result.json still counts
+            say(f"{self.label}: its start could not be recorded in {log.path} ({error})", flush=True)
 
     def progress(self) -> str:
         return f"{self.run.name} {log_progress(str(self.log_path), self.run.budget.steps) or 'starting'}"
@@ -163,7 +166,10 @@ class _Started:
 
     def finish(self, code: int) -> LocalOutcome:
         elapsed = time.monotonic() - self.start
-        self.log.exited(self.run.key, self.job_id, code, elapsed)
+        try:
+            self.log.exited(self.run.key, self.job_id, code, elapsed)
+        except OSError as error:  # a full disk must not stop the sweep; status reads the run folder
+            self.say(f"{self.label}: its exit could not be recorded in {self.log.path} ({error})", flush=True)
         finished = code == 0 and (self.run.out_dir / "result.json").is_file()
         if finished:
             self.say(f"{self.label} finished in {_fmt_seconds(elapsed)}", flush=True)
@@ -174,6 +180,12 @@ class _Started:
             self.say(f"{self.label} FAILED (exit code {code}) after {_fmt_seconds(elapsed)}; "
                      f"log: {self.log_path}", flush=True)
         return LocalOutcome(self.run.key, self.run.name, code, elapsed, self.log_path, finished)
+
+
+def _not_started(run, index: int, total: int, error: OSError, say) -> LocalOutcome:
+    """A run whose folder, config or log could not be written (a full disk): failed, the sweep goes on."""
+    say(f"[{index}/{total}] {run.name} FAILED: could not start ({error})", flush=True)
+    return LocalOutcome(run.key, run.name, -1, 0.0, run.out_dir / "run.log", False)
 
 
 def run_local(
@@ -200,8 +212,13 @@ def _one_at_a_time(runs, log, command, stream, say, interrupts: _Interrupts) -> 
     outcomes: list[LocalOutcome] = []
     env = _env(threads=None)
     for index, run in enumerate(runs, 1):
-        run.out_dir.mkdir(parents=True, exist_ok=True)
-        with open(run.out_dir / "run.log", "ab") as log_file:
+        try:
+            run.out_dir.mkdir(parents=True, exist_ok=True)
+            log_file = open(run.out_dir / "run.log", "ab")
+        except OSError as error:
+            outcomes.append(_not_started(run, index, len(runs), error, say))
+            continue
+        with log_file:
             started = None
             try:
                 with interrupts.deferred():
@@ -210,8 +227,13 @@ def _one_at_a_time(runs, log, command, stream, say, interrupts: _Interrupts) -> 
                     chunk = os.read(started.proc.stdout.fileno(), 65536)
                     if not chunk:
                         break
-                    log_file.write(chunk)
-                    log_file.flush()
+                    if log_file is not None:
+                        try:
+                            log_file.write(chunk)
+                            log_file.flush()
+                        except OSError as error:  # a full disk: the terminal still gets the output
+                            say(f"\n[{index}/{len(runs)}] {run.name}: run.log stopped ({error})", flush=True)
+                            log_file = None
                     stream.write(chunk)
                     stream.flush()
                 code = started.proc.wait()
@@ -219,6 +241,11 @@ def _one_at_a_time(runs, log, command, stream, say, interrupts: _Interrupts) -> 
                 if started is not None:
                     started.stop()
                 raise
+            except OSError as error:
+                if started is not None:
+                    raise
+                outcomes.append(_not_started(run, index, len(runs), error, say))
+                continue
         outcomes.append(started.finish(code))
     return outcomes
 
@@ -267,10 +294,16 @@ def _side_by_side(runs, log, command, stream, say, parallel: int, interrupts: _I
         while queue or active:
             while queue and len(active) < parallel:
                 index, run = queue.pop(0)
-                run.out_dir.mkdir(parents=True, exist_ok=True)
-                with interrupts.deferred():
-                    handle = open(run.out_dir / "run.log", "ab")
-                    active.append((_Started(run, index, len(runs), log, command, env, handle, line.say), handle))
+                handle = None
+                try:
+                    run.out_dir.mkdir(parents=True, exist_ok=True)
+                    with interrupts.deferred():
+                        handle = open(run.out_dir / "run.log", "ab")
+                        active.append((_Started(run, index, len(runs), log, command, env, handle, line.say), handle))
+                except OSError as error:
+                    if handle is not None:
+                        handle.close()
+                    outcomes[index] = _not_started(run, index, len(runs), error, line.say)
             time.sleep(0.2)
             for item in list(active):
                 started, handle = item

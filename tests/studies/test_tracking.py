@@ -12,6 +12,7 @@ from mlflow.tracking import MlflowClient
 
 from mlflow_server import MlflowServer
 from run_configs import CrashAt, tiny_run_config
+from small_disk import fill
 from studies.run import run
 from studies.tracking import (
     PENDING_FILE,
@@ -214,42 +215,15 @@ def test_secrets_never_become_params():
     assert "s3cret" not in mask_uri("https://bob:s3cret@host/path")
 
 
-@pytest.fixture
-def small_disk(tmp_path):
-    """A 24 MiB tmpfs: a filesystem of its own that a test can fill (mounting needs root)."""
-    import os
-    import shutil as sh
-
-    mount = tmp_path / "small-disk"
-    mount.mkdir()
-    reason = None if os.geteuid() == 0 and sh.which("mount") else "mounting a tmpfs needs root and mount(8)"
-    if reason is None:
-        done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=24m", "tmpfs", str(mount)], capture_output=True,
-                              text=True)
-        reason = None if done.returncode == 0 else f"mount -t tmpfs failed: {done.stderr.strip()}"
-    if reason is not None:
-        if os.environ.get("CI"):
-            pytest.fail(f"{reason} (CI is set, so this is an error, not a skip)")
-        pytest.skip(reason)
-    yield mount
-    subprocess.run(["umount", "-l", str(mount)], check=False)
-
-
 class FillDiskAt(L.Callback):
     """Fills the run's filesystem at optimizer step ``step`` (every later write fails with ENOSPC)."""
 
-    def __init__(self, step, filler):
-        self.step, self.filler = step, filler
+    def __init__(self, step, folder):
+        self.step, self.folder, self.filler = step, folder, None
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
-        if trainer.global_step == self.step and not self.filler.exists():
-            with open(self.filler, "wb") as handle:
-                try:
-                    while True:
-                        handle.write(b"\0" * 2**20)
-                        handle.flush()
-                except OSError:
-                    pass
+        if trainer.global_step == self.step and self.filler is None:
+            self.filler = fill(self.folder)
 
 
 def test_a_full_disk_mid_run_then_freed_resumes_exactly_and_logs_every_step_once(
@@ -259,10 +233,10 @@ def test_a_full_disk_mid_run_then_freed_resumes_exactly_and_logs_every_step_once
                                tracking=tracking)
     run(straight)
     cfg = tiny_run_config(small_disk / "g-disk" / "full", data_cache, steps=10, grid="g-disk", tracking=tracking)
-    filler = small_disk / "filler"
+    full = FillDiskAt(5, small_disk)
     with pytest.raises(OSError):  # the next checkpoint or metric record cannot be written
-        run(cfg, callbacks=[FillDiskAt(5, filler)])
-    filler.unlink()  # the disk is freed
+        run(cfg, callbacks=[full])
+    full.filler.unlink()  # the disk is freed
     result = run(cfg)
     assert result["train_loss"] == json.loads((tmp_path / "runs" / "g-disk" / "straight" / "result.json").read_text())["train_loss"]
 

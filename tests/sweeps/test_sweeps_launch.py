@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from run_configs import SMOKE_TESTED
+from small_disk import fill
 from sweeps import launcher
 from sweeps.submit import resolve_cluster
 
@@ -341,3 +342,18 @@ def test_parallel_progress_is_one_line_redrawn_in_place_on_a_terminal(tmp_path, 
     # a finish line after a shown progress line first clears it
     assert "\r\x1b[K[1/2] arm-tiny-1e+11 finished in" in text or "\r\x1b[K[2/2] mdm-tiny-1e+11 finished in" in text
     assert text.count("finished in") == 2
+
+
+@pytest.mark.parametrize("parallel", [1, 2])
+def test_a_full_disk_fails_the_runs_not_the_launcher(small_disk, fake_command, capsys, parallel):
+    runs = small_disk / "runs"
+    argv = ["--grid", "smoke", "--cluster", "local", "--runs-dir", str(runs), "--only", "budget=1e11",
+            "--parallel", str(parallel), "tracking.enabled=false", *SMOKE_TESTED]
+    filler = fill(small_disk)
+    assert launcher.main(argv, command=fake_command) == 1  # no traceback: each run fails with the reason
+    out = capsys.readouterr().out
+    assert out.count("FAILED: could not start") == 2 and "No space left on device" in out
+    assert "local sweep done: 0 finished, 2 failed" in out
+    filler.unlink()  # the disk is freed: the same launch now runs both
+    assert launcher.main(argv, command=fake_command) == 0
+    assert "local sweep done: 2 finished, 0 failed" in capsys.readouterr().out
