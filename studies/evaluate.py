@@ -23,6 +23,8 @@ import zlib
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional
 
+from studies.validation import first_line
+
 
 def _distributed() -> tuple[int, int]:
     import torch.distributed as dist
@@ -197,7 +199,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         print(exit_.code, file=sys.stderr)
         return 2
     except ValueError as error:  # bad flags or settings, found before the checkpoint is loaded
-        print(f"error: {str(error).strip().splitlines()[0]}", file=sys.stderr)
+        print(f"error: {first_line(error)}", file=sys.stderr)
         return 2
     adapter = load_checkpoint_adapter(checkpoint, data_dir, mc_samples=mc_samples, cfg_scale=cfg_scale,
                                       settings=settings, device=args.device)

@@ -21,7 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from studies.config import RunConfig, accumulate_grad_batches, result_determining
-from studies.validation import ConfigError, validate_run
+from studies.validation import ConfigError, first_line, validate_run
 
 RESULT_FILE = "result.json"
 CONFIG_FILE = "config.yaml"
@@ -258,20 +258,16 @@ def main(argv: list[str] | None = None) -> int:
         validate_run(cfg)
     except (ConfigError, FileNotFoundError, OmegaConfBaseException) as error:
         # A user's mistake, found before anything is written: one line, exit 2.
-        print(f"error: {_first_line(error)}", file=sys.stderr, flush=True)
+        print(f"error: {first_line(error)}", file=sys.stderr, flush=True)
         return 2
     try:
         result = run(cfg)
     except RunFolderConflict as error:
-        print(f"error: {_first_line(error)}", file=sys.stderr, flush=True)
+        print(f"error: {first_line(error)}", file=sys.stderr, flush=True)
         return 2
     print(json.dumps(result), flush=True)
     _close_process_group()
     return 0
-
-
-def _first_line(error: BaseException) -> str:
-    return (str(error).strip().splitlines() or [type(error).__name__])[0]
 
 
 def _close_process_group() -> None:

@@ -54,6 +54,11 @@ def validate_run(cfg: RunConfig) -> None:
             raise ConfigError(str(error)) from None
 
 
+def first_line(error: BaseException) -> str:
+    """What a command prints for a user's error: its message's first line (no traceback)."""
+    return (str(error).strip().splitlines() or [type(error).__name__])[0]
+
+
 def _fail(message: str) -> None:
     raise ConfigError(message)
 

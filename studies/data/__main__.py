@@ -83,7 +83,9 @@ def main(argv=None) -> int:
 
             resolve_files(cfg)
     except (ValueError, OSError, OmegaConfBaseException) as error:  # a user's mistake: one line, exit 2
-        print(f"error: {(str(error).strip().splitlines() or [type(error).__name__])[0]}", file=sys.stderr)
+        from studies.validation import first_line
+
+        print(f"error: {first_line(error)}", file=sys.stderr)
         return 2
     if args.command == "prepare":
         print(prepare_dataset(cfg))
