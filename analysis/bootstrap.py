@@ -119,14 +119,18 @@ def compute_multiplier_interval(boot_a: BootstrapFit, boot_b: BootstrapFit,
     Replicate i of a is paired with replicate i of b (independent data, so any pairing is a valid
     draw). A replicate that never reaches ``level`` needs infinite compute, so the interval may
     run to inf: an honest answer when the level sits near one fit's irreducible loss or ceiling.
+    A steep accuracy sigmoid extrapolated far from its data can put the compute at 0 or inf in
+    floating point; the ratio of such a pair is then x/0 = inf, or 0/0 and inf/inf, which say
+    nothing and are left out of the interval.
     """
     from analysis.fits import compute_multiplier
 
     estimate = compute_multiplier(boot_a.fit, boot_b.fit, level)
     k = min(len(boot_a.replicates), len(boot_b.replicates))
-    with np.errstate(divide="ignore", invalid="ignore"):
-        ratios = [fa.required_compute(level) / fb.required_compute(level)
-                  for fa, fb in zip(boot_a.replicates[:k], boot_b.replicates[:k])]
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore", under="ignore"):
+        need_a = np.array([fa.required_compute(level) for fa in boot_a.replicates[:k]], dtype=float)
+        need_b = np.array([fb.required_compute(level) for fb in boot_b.replicates[:k]], dtype=float)
+        ratios = need_a / need_b
     return estimate, _percentile_interval(ratios, boot_a.confidence)
 
 

@@ -348,6 +348,48 @@ def fit_isoflop(N, loss) -> IsoFlopFit:
     return IsoFlopFit(coefficients=(float(c0), float(c1), float(c2)), n_points=N.size)
 
 
+@dataclass(frozen=True)
+class AllocationFit:
+    """N*(C) = G C^a (Hoffmann et al. 2022, Approach 2): the loss-optimal size against compute.
+
+    Fitted by least squares in log-log space through the IsoFLOP optima; with C = 6 N D the optimal
+    tokens follow as D*(C) = C / (6 G C^a), exponent 1 - a. Chinchilla finds a = 0.49 (0.462-0.534);
+    Kaplan et al. 2020 a = 0.73.
+    """
+
+    exponent: float
+    exponent_low: float
+    exponent_high: float
+    coefficient: float  # G
+    n_points: int
+    confidence: float
+
+    def optimal_params(self, C) -> np.ndarray:
+        return self.coefficient * np.asarray(C, dtype=float) ** self.exponent
+
+    def optimal_tokens(self, C) -> np.ndarray:
+        from models.config import FLOPS_PER_PARAM_PER_TOKEN
+
+        C = np.asarray(C, dtype=float)
+        return C / (FLOPS_PER_PARAM_PER_TOKEN * self.optimal_params(C))
+
+    def params(self) -> dict[str, float]:
+        return {"a (N* ~ C^a)": self.exponent, "b (D* ~ C^b) = 1 - a": 1.0 - self.exponent}
+
+
+def fit_allocation(C, optimal_params, *, confidence: float = 0.9) -> AllocationFit:
+    """Power law through (C, N*) pairs, with a Student-t interval on the exponent."""
+    from scipy import stats
+
+    C, n_opt = _columns(C=C, optimal_params=optimal_params, _positive=("C", "optimal_params"))
+    _require_distinct("C", C, 3, 2)
+    result = stats.linregress(np.log(C), np.log(n_opt))
+    half = stats.t.ppf(0.5 + confidence / 2, C.size - 2) * result.stderr
+    return AllocationFit(exponent=float(result.slope), exponent_low=float(result.slope - half),
+                         exponent_high=float(result.slope + half), coefficient=float(np.exp(result.intercept)),
+                         n_points=C.size, confidence=confidence)
+
+
 # ---------------------------------------------------------------------------------------------
 # comparing two objectives
 # ---------------------------------------------------------------------------------------------
@@ -365,4 +407,8 @@ def compute_multiplier(fit_a, fit_b, level: float) -> float:
             compute.append(fit.compute_for(float(level)))
         except ValueError as err:
             raise ValueError(f"{name} ({type(fit).__name__}): {err}") from None
+    if not all(0.0 < c < np.inf for c in compute):
+        raise ValueError(f"the compute at level {level:g} is out of floating-point range (fit_a "
+                         f"{compute[0]:.3g}, fit_b {compute[1]:.3g} FLOPs): the level lies where a fit "
+                         "is extrapolated far beyond its data")
     return compute[0] / compute[1]

@@ -122,6 +122,26 @@ def test_multiplier_interval_covers_16x():
     assert high_near_e > 1e3
 
 
+def test_multiplier_interval_takes_replicates_whose_compute_is_out_of_float_range():
+    """A steep sigmoid far from its data puts the compute for a level at 10^-400 = 0 or 10^400 = inf:
+    x/0 is an infinite ratio, 0/0 says nothing and is left out, and neither stops the interval."""
+    from dataclasses import replace
+
+    from analysis.bootstrap import BootstrapFit
+    from analysis.fits import compute_multiplier
+
+    slower = replace(ACC_CURVE, midpoint=ACC_CURVE.midpoint + np.log10(16.0))
+    underflow = replace(ACC_CURVE, midpoint=np.float64(-400.0))
+    assert underflow.required_compute(0.5) == 0.0
+    mdm = BootstrapFit(fit=slower, replicates=(slower,) * 40 + (slower, underflow), confidence=0.9, n_failed=0)
+    arm = BootstrapFit(fit=ACC_CURVE, replicates=(ACC_CURVE,) * 40 + (underflow, underflow), confidence=0.9,
+                       n_failed=0)
+    estimate, (low, high) = compute_multiplier_interval(mdm, arm, 0.5)
+    assert estimate == pytest.approx(16.0) and (low, high) == pytest.approx((16.0, 16.0))
+    with pytest.raises(ValueError, match="out of floating-point range"):
+        compute_multiplier(slower, underflow, 0.5)
+
+
 def test_held_out_budget_is_predicted_and_covered():
     rng = np.random.default_rng(8)
     C = np.repeat(np.logspace(18, 23, 6), 2)  # two seeds per budget
