@@ -125,7 +125,9 @@ _PAPER = {
 # A ladder for CPU-scale studies. Names give the approximate non-embedding parameter count; the
 # vocabulary is a placeholder that a run replaces with its tokenizer's size.
 _CPU_LADDER = {
+    "cpu-50k": dict(d_model=48, n_layers=2, n_heads=4, n_kv_heads=2, ffn_dim=128),
     "tiny": dict(d_model=64, n_layers=2, n_heads=4, n_kv_heads=2, ffn_dim=176),
+    "cpu-0.2m": dict(d_model=64, n_layers=4, n_heads=4, n_kv_heads=2, ffn_dim=176),
     "cpu-0.4m": dict(d_model=128, n_layers=2, n_heads=4, n_kv_heads=2, ffn_dim=352),
     "cpu-1m": dict(d_model=128, n_layers=6, n_heads=4, n_kv_heads=2, ffn_dim=352),
     "cpu-2m": dict(d_model=192, n_layers=6, n_heads=6, n_kv_heads=3, ffn_dim=512),

@@ -55,6 +55,11 @@ class GridConfig(StudyConfig):
     models: List[Any] = MISSING
     budgets: List[float] = MISSING  # FLOPs, C = 6 N D
     seeds: List[int] = field(default_factory=lambda: [0])
+    # More seeds at some budgets only: every (objective, model) at each of ``extra_seed_budgets``
+    # also runs with each of ``extra_seeds``. Seeds at the cheapest budgets put seed noise into the
+    # bootstrap intervals of the fits for a few percent of the grid's compute.
+    extra_seeds: List[int] = field(default_factory=list)
+    extra_seed_budgets: List[float] = field(default_factory=list)
     cluster_profile: str = "local"  # slurm/clusters/<name>.yaml
     runs_dir: str = "runs"
 
@@ -144,6 +149,12 @@ def parse_model_entry(entry: Any) -> ModelEntry:
     raise ValueError(f"models entry {entry!r} must be a preset name or a mapping such as {{arm: arm-1b, mdm: llada-1b}}")
 
 
+def seeds_at(grid: GridConfig, budget: float) -> list[int]:
+    """The seeds a grid trains at ``budget``: ``seeds``, plus ``extra_seeds`` at ``extra_seed_budgets``."""
+    extra = any(abs(budget / b - 1) < 1e-9 for b in grid.extra_seed_budgets)
+    return list(grid.seeds) + (list(grid.extra_seeds) if extra else [])
+
+
 def check_grid(grid: GridConfig) -> None:
     """Checks across fields that the schema's types cannot express; each error names the fix."""
     from sweeps.flops import check_budget_value
@@ -163,6 +174,16 @@ def check_grid(grid: GridConfig) -> None:
         raise ValueError(f"budgets lists a duplicate: {grid.budgets}")
     if not grid.seeds or len(set(grid.seeds)) != len(grid.seeds):
         raise ValueError(f"seeds must be a non-empty list without duplicates, got {grid.seeds}")
+    if bool(grid.extra_seeds) != bool(grid.extra_seed_budgets):
+        raise ValueError("extra_seeds and extra_seed_budgets go together: set both (extra_seeds=[1] "
+                         "extra_seed_budgets=[1e11]) or neither")
+    if len(set(grid.extra_seeds)) != len(grid.extra_seeds) or set(grid.extra_seeds) & set(grid.seeds):
+        raise ValueError(f"extra_seeds {grid.extra_seeds} must be distinct and not among seeds {grid.seeds}")
+    stray = [b for b in grid.extra_seed_budgets if not any(abs(b / g - 1) < 1e-9 for g in grid.budgets)]
+    if stray:
+        listed = lambda values: "[" + ", ".join(f"{v:g}" for v in values) + "]"  # noqa: E731
+        raise ValueError(f"extra_seed_budgets {listed(stray)} are not among the grid's budgets "
+                         f"{listed(grid.budgets)}: list budgets the grid trains")
     for entry in grid.models:
         if not any(entry.preset_for(o) for o in grid.objectives):
             raise ValueError(
@@ -177,6 +198,7 @@ __all__ = [
     "ModelEntry",
     "STUDY_SECTIONS",
     "check_grid",
+    "seeds_at",
     "grid_name",
     "grid_path",
     "known_grids",

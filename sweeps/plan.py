@@ -30,7 +30,7 @@ from models.config import preset
 from studies.config import BudgetConfig, RunConfig, result_determining
 from studies.validation import validate_run
 from sweeps.flops import BudgetPlan, budget_label, device_hours, model_flops_per_token, plan_budget
-from sweeps.grid import STUDY_SECTIONS, GridConfig, ModelEntry, grid_name, load_grid
+from sweeps.grid import STUDY_SECTIONS, GridConfig, ModelEntry, grid_name, load_grid, seeds_at
 from sweeps.profiles import ClusterProfile, load_profile
 
 KEY_LENGTH = 12
@@ -174,17 +174,18 @@ def expand(grid: GridConfig, name: str, profile: ClusterProfile, runs_root: Path
     sections = {s: getattr(grid, s) for s in STUDY_SECTIONS}
     section_containers = {s: _container(v) for s, v in sections.items()}
     runs: list[PlannedRun] = []
+    several_seeds = len(grid.seeds) + len(grid.extra_seeds) > 1
     for entry in grid.models:
         models = {o: _model_for(entry, o) for o in grid.objectives if entry.preset_for(o)}
         _check_twins(entry, models)
         model_containers = {o: _container(m) for o, m in models.items()}
         for budget in grid.budgets:
-            for seed in grid.seeds:
+            for seed in seeds_at(grid, budget):
                 for objective, model in models.items():
                     n = model.non_embedding_params
                     t = grid.trainer
                     plan = plan_budget(budget, n, t.global_batch_size, t.seq_len, model=model.name)
-                    label = f"{objective}-{model.name}-{budget_label(budget)}" + (f"-s{seed}" if len(grid.seeds) > 1 else "")
+                    label = f"{objective}-{model.name}-{budget_label(budget)}" + (f"-s{seed}" if several_seeds else "")
                     cfg = RunConfig(
                         grid=name,
                         name=label,

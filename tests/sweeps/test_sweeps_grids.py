@@ -93,6 +93,16 @@ def test_smoke_is_cpu_and_toy_world(plans):
     assert max(r.budget.non_embedding_params for r in plan.runs) < 1_000_000
 
 
+def test_extra_seeds_run_only_at_their_budgets(tmp_path):
+    plan = plan_grid("smoke", ["budgets=[4.3e11,1.3e12]", "extra_seeds=[1,2]", "extra_seed_budgets=[4.3e11]"],
+                     runs_dir=str(tmp_path))
+    assert sorted((r.objective, r.budget.flops_budget, r.seed) for r in plan.runs) == sorted(
+        [(o, 4.3e11, s) for o in ("arm", "mdm") for s in (0, 1, 2)] + [(o, 1.3e12, 0) for o in ("arm", "mdm")])
+    twins = {(r.budget.flops_budget, r.seed): r for r in plan.runs if r.objective == "arm"}
+    assert twins[(4.3e11, 1)].config["seed"] == 1 and twins[(4.3e11, 1)].name == "arm-tiny-4.3e+11-s1"
+    assert len({r.key for r in plan.runs}) == len(plan.runs)
+
+
 def test_overrides_reach_every_run(tmp_path):
     plan = plan_grid("smoke", ["trainer.precision=bf16-mixed", "budgets=[1e11,1e12]"], runs_dir=str(tmp_path))
     assert {r.config["trainer"]["precision"] for r in plan.runs} == {"bf16-mixed"}
@@ -140,6 +150,9 @@ def test_only_filters(tmp_path):
         ("smoke", ["models=[{arm: arm-7b, mdm: llada-8b}]"], r"twins at one grid point must share"),
         ("smoke", ["models=[{preset: tiny, size: 3}]"], r"models entry"),
         ("smoke", ["trainer.seq_len"], r"not of the form key=value"),
+        ("smoke", ["extra_seeds=[1]"], r"extra_seeds and extra_seed_budgets go together"),
+        ("smoke", ["extra_seeds=[0]", "extra_seed_budgets=[4.3e11]"], r"not among seeds \[0\]"),
+        ("smoke", ["extra_seeds=[1]", "extra_seed_budgets=[5e11]"], r"\[5e\+11\] are not among the grid's budgets"),
     ],
 )
 def test_bad_grid_input_is_a_clear_error(tmp_path, grid, overrides, message):
