@@ -12,7 +12,11 @@ Reads the grid's finished runs from MLflow (``analysis.runs``), then writes to `
   ceiling), plus the held-out check (fit all budgets but the largest, predict it);
 - ``multipliers.{csv,md}``: C_MDM / C_ARM, the compute MDM needs for the level ARM reaches at its
   largest budget (SMDM, Nie et al. 2024: about 16x on validation likelihood);
-- ``task_scaling``, ``loss_vs_compute``, ``isoflop`` as PNG and PDF (``analysis.figures``);
+- ``isoflop_optima.{csv,md}`` and ``allocation.{csv,md}``, where budgets have several sizes: each
+  IsoFLOP slice's loss-optimal size N* and tokens D* = C / 6N*, and N*(C) = G C^a through them
+  (Hoffmann et al. 2022, Approach 2);
+- ``task_scaling``, ``loss_vs_compute``, ``isoflop``, ``allocation`` as PNG and PDF
+  (``analysis.figures``);
 - ``report.md``: all of the above with what was excluded and why.
 
 Fits need at least three budgets per objective; with fewer the tables and points are written and
@@ -160,11 +164,12 @@ def _objective_points(rows, objective: str, validation: bool):
     return pts.sort_values("flops", kind="stable")
 
 
-def fit_grid(data, chance: dict, metric_of: dict, cache: BootstrapCache, *, n_resamples: int,
+def fit_grid(data, chance: dict, metric_of: dict, cache: BootstrapCache, notes, *, n_resamples: int,
              confidence: float, seed: int, resample: str):
     """Bootstrap fits of validation loss and of every task, multipliers and held-out checks.
 
-    Returns (fit rows, multiplier rows, held-out rows, messages) as lists of dicts / strings.
+    Returns (fit rows, multiplier rows, held-out rows) as lists of dicts; what could not be fitted
+    goes to ``notes`` (``analysis.notes.Notes``), grouped by cause.
     """
     import numpy as np
 
@@ -173,7 +178,7 @@ def fit_grid(data, chance: dict, metric_of: dict, cache: BootstrapCache, *, n_re
     from analysis.fits import fit_loss_frontier, fit_power_law
 
     scores = data.scores
-    fit_rows, multipliers, held_out, messages = [], [], [], []
+    fit_rows, multipliers, held_out = [], [], []
     boots: dict[tuple[str, str], object] = {}
     settings = {"n_resamples": n_resamples, "confidence": confidence, "seed": seed}
     quantities = [("validation", "loss")] if (scores["task"] == "validation").any() else []
@@ -196,14 +201,15 @@ def fit_grid(data, chance: dict, metric_of: dict, cache: BootstrapCache, *, n_re
             try:
                 boot = cache.bootstrap_fit(fn, *args, **kwargs, **settings)
             except ValueError as err:
-                messages.append(f"{name}, {objective.upper()}: no fit ({err})")
+                notes.add(str(err), "no fit", name, objective.upper())
                 continue
             boots[(name, objective)] = boot
             fit_rows += _fit_rows(name, objective, form, boot)
             n_budgets = pts["flops_budget"].nunique()
             if validation and n_budgets < MIN_BUDGETS + 2:
-                messages.append(f"{name}, {objective.upper()}: no held-out check; it needs {MIN_BUDGETS + 2} "
-                                f"budgets (one to predict, enough left to bootstrap a fit), the grid has {n_budgets}")
+                notes.add(f"a held-out check needs {MIN_BUDGETS + 2} budgets (one to predict, enough left "
+                          f"to bootstrap a fit), the grid has {n_budgets}", "no held-out check", name,
+                          objective.upper())
                 continue
             try:
                 if validation:  # the frontier (best size per budget) is what is extrapolated
@@ -213,8 +219,8 @@ def fit_grid(data, chance: dict, metric_of: dict, cache: BootstrapCache, *, n_re
                     check = held_out_check(fn, *args, budget=pts["flops_budget"].to_numpy(float),
                                            **kwargs, **settings)
             except ValueError as err:
-                messages.append(f"{name}, {objective.upper()}: no held-out check; fitting the "
-                                f"{n_budgets - 1} budget(s) below the largest failed ({err})")
+                notes.add(f"fitting the {n_budgets - 1} budget(s) below the largest failed: {err}",
+                          "no held-out check", name, objective.upper())
                 continue
             held_out.append({"quantity": name, "objective": objective, "held_out_budget": check.budget,
                              "n_train": check.n_train, "n_held_out": int(check.observed.size),
@@ -225,7 +231,37 @@ def fit_grid(data, chance: dict, metric_of: dict, cache: BootstrapCache, *, n_re
         if (name, "arm") in boots and (name, "mdm") in boots:
             multipliers.append(_multiplier(name, rows, boots[(name, "mdm")], boots[(name, "arm")],
                                            compute_multiplier_interval))
-    return fit_rows, multipliers, held_out, messages
+    return fit_rows, multipliers, held_out
+
+
+def fit_allocations(scores, notes, *, confidence: float):
+    """IsoFLOP optima per objective and budget, and N*(C) = G C^a through them (Approach 2).
+
+    Returns (optima rows with D* = C / 6N*, allocation-fit rows, {objective: AllocationFit}).
+    """
+    from analysis.figures import allocation_points, isoflop_minima
+    from analysis.fits import fit_allocation
+    from models.config import FLOPS_PER_PARAM_PER_TOKEN
+
+    minima = isoflop_minima(scores)
+    minima["optimal_tokens"] = minima["flops_budget"] / (FLOPS_PER_PARAM_PER_TOKEN * minima["optimal_params"])
+    fits, rows = {}, []
+    for objective in dict.fromkeys(minima["objective"]):
+        used = allocation_points(minima, objective)
+        try:
+            fit = fit_allocation(used["flops_budget"], used["optimal_params"], confidence=confidence)
+        except ValueError as err:
+            notes.add(f"it needs IsoFLOP optima at 3+ budgets located inside the sizes trained (a convex "
+                      f"parabola with its vertex between the smallest and largest size); {len(used)} "
+                      f"budget(s) have one ({err})", "no N*(C) fit", objective.upper())
+            continue
+        fits[objective] = fit
+        rows.append({"objective": objective, "a (N* ~ C^a)": fit.exponent, "low": fit.exponent_low,
+                     "high": fit.exponent_high, "b (D* ~ C^b)": 1 - fit.exponent,
+                     "G (N* = G C^a)": fit.coefficient, "n_budgets": fit.n_points})
+    columns = ["objective", "flops_budget", "optimal_params", "optimal_tokens", "optimal_loss", "method",
+               "n_sizes", "inside_sizes"]
+    return minima[columns], rows, fits
 
 
 def _frontier(final):
@@ -251,43 +287,54 @@ def _multiplier(name, rows, boot_mdm, boot_arm, interval_fn) -> dict:
 # ---------------------------------------------------------------------------------------------
 # figures
 # ---------------------------------------------------------------------------------------------
-def _draw(plot, name: str, out: Path, messages: list[str], fit: bool, **kwargs) -> list[Path]:
-    """Draw with fits; if a fit cannot be made, say why and draw the points alone."""
+def _draw(plot, name: str, out: Path, notes, fit: bool, **kwargs) -> list[Path]:
+    """Draw with fits; if a fit cannot be made, say why and draw the points alone.
+
+    A fit that failed in the tables fails here for the same cause: the figure joins that cause's note.
+    """
     from analysis.figures import save_figure
 
     try:
         fig = plot(fit=fit, **kwargs) if fit is not None else plot(**kwargs)
     except ValueError as err:
         if not fit:
-            messages.append(f"figure {name}: not drawn ({err})")
+            notes.add(str(err), "figures not drawn", name)
             return []
-        messages.append(f"figure {name}: drawn without fitted curves ({err})")
+        notes.add(notes.known_cause(str(err)) or str(err), "figures drawn without fitted curves", name)
         fig = plot(fit=False, **kwargs)
     return save_figure(fig, out / name)
 
 
+def _has_isoflop_slices(scores) -> bool:
+    """Whether some budget has several model sizes (an IsoFLOP slice)."""
+    final = scores[(scores["task"] == "validation") & scores["final"]]
+    return (not final.empty
+            and final.groupby(["objective", "flops_budget"])["non_embedding_params"].nunique().max() >= 2)
+
+
 def make_figures(data, chance, metric_of, out: Path, *, fit: bool, n_resamples: int,
-                 confidence: float, seed: int, resample: str, messages: list[str],
-                 bootstrap=None) -> list[Path]:
-    from analysis.figures import plot_isoflop, plot_loss_vs_compute, plot_task_scaling
+                 confidence: float, seed: int, resample: str, notes, bootstrap=None,
+                 allocation_fits=None) -> list[Path]:
+    from analysis.figures import isoflop_minima, plot_allocation, plot_isoflop, plot_loss_vs_compute, plot_task_scaling
 
     scores, files = data.scores, []
     boot = {"n_resamples": n_resamples, "confidence": confidence, "seed": seed}
     if bootstrap is not None:
         boot["bootstrap"] = bootstrap
     if metric_of:
-        files += _draw(plot_task_scaling, "task_scaling", out, messages, fit, df=scores, chance=chance,
+        files += _draw(plot_task_scaling, "task_scaling", out, notes, fit, df=scores, chance=chance,
                        tasks=list(metric_of), metric=metric_of, resample=resample, **boot)
     validation = scores[scores["task"] == "validation"]
     if validation.empty:
-        messages.append("no validation loss logged: loss-vs-compute and IsoFLOP figures skipped")
+        notes.add("no validation loss logged: loss-vs-compute and IsoFLOP figures skipped")
         return files
-    files += _draw(plot_loss_vs_compute, "loss_vs_compute", out, messages, fit, df=scores, **boot)
-    final = validation[validation["final"]]
-    if final.groupby(["objective", "flops_budget"])["non_embedding_params"].nunique().max() >= 2:
-        files += _draw(plot_isoflop, "isoflop", out, messages, None, df=scores)
+    files += _draw(plot_loss_vs_compute, "loss_vs_compute", out, notes, fit, df=scores, **boot)
+    if _has_isoflop_slices(scores):
+        files += _draw(plot_isoflop, "isoflop", out, notes, None, df=scores)
+        files += _draw(plot_allocation, "allocation", out, notes, None, minima=isoflop_minima(scores),
+                       fits=allocation_fits or {})
     else:
-        messages.append("IsoFLOP figure skipped: every budget has a single model size")
+        notes.add("IsoFLOP figure skipped: every budget has a single model size")
     return files
 
 
@@ -301,6 +348,7 @@ def compare(grid: str, *, tracking_uri: str | None = None, runs_dir: str | Path 
     """Load, tabulate, fit, draw, write and log one grid's comparison (see the module docstring)."""
     import pandas as pd
 
+    from analysis.notes import Notes
     from analysis.runs import VALIDATION, chance_levels, load_grid, primary_metric, runs_missing_from_tracking
 
     if n_resamples < 2:
@@ -320,9 +368,9 @@ def compare(grid: str, *, tracking_uri: str | None = None, runs_dir: str | Path 
     result = Comparison(out_dir=Path(out) if out is not None else Path(runs_dir) / grid / "analysis",
                         summary=data.summary())
     result.out_dir.mkdir(parents=True, exist_ok=True)
-    messages = result.messages
+    notes = Notes()
     if unused:
-        messages.append(unused)
+        notes.add(unused)
     scores = data.scores
     tasks = [t for t in dict.fromkeys(scores["task"]) if t != VALIDATION]
     metric_of = {t: primary_metric(t, scores.loc[scores["task"] == t, "metric"].unique()) for t in tasks}
@@ -330,7 +378,7 @@ def compare(grid: str, *, tracking_uri: str | None = None, runs_dir: str | Path 
     for task in tasks:
         if task not in chance:
             chance[task] = 0.0
-            messages.append(f"task {task!r} is not in studies.tasks.registry: its chance level is taken as 0")
+            notes.add("not in studies.tasks.registry, so its chance level is taken as 0", "unknown tasks", task)
 
     table = score_table(scores)
     result.files += _write_table(table, result.out_dir, "scores", _score_markdown(table))
@@ -340,14 +388,13 @@ def compare(grid: str, *, tracking_uri: str | None = None, runs_dir: str | Path 
     fit_rows, multipliers, held_out = [], [], []
     cache = BootstrapCache()
     if result.fitted:
-        fit_rows, multipliers, held_out, fit_messages = fit_grid(
-            data, chance, metric_of, cache, n_resamples=n_resamples, confidence=confidence, seed=seed,
-            resample=resample)
-        messages += fit_messages
+        fit_rows, multipliers, held_out = fit_grid(
+            data, chance, metric_of, cache, notes, n_resamples=n_resamples, confidence=confidence,
+            seed=seed, resample=resample)
     else:
         per = ", ".join(f"{o.upper()} {n}" for o, n in budgets.items())
-        messages.append(f"no fits: a scaling fit needs at least {MIN_BUDGETS} budgets per objective and "
-                        f"the grid has {per}; scores table and points only")
+        notes.add(f"no fits: a scaling fit needs at least {MIN_BUDGETS} budgets per objective and "
+                  f"the grid has {per}; scores table and points only")
     tables = {
         "fits": pd.DataFrame(fit_rows, columns=["quantity", "objective", "form", "parameter", "estimate",
                                                 "low", "high", "n_points", "failed_resamples"]),
@@ -357,12 +404,20 @@ def compare(grid: str, *, tracking_uri: str | None = None, runs_dir: str | Path 
                                                     "n_held_out", "mean_observed", "mean_predicted",
                                                     "mean_relative_error", "covered"]),
     }
+    allocation_fits = {}
+    if _has_isoflop_slices(scores):
+        optima, allocation, allocation_fits = fit_allocations(scores, notes, confidence=confidence)
+        tables["isoflop_optima"] = optima
+        tables["allocation"] = pd.DataFrame(allocation, columns=[
+            "objective", "a (N* ~ C^a)", "low", "high", "b (D* ~ C^b)", "G (N* = G C^a)", "n_budgets"])
     if result.fitted:
         for name, frame in tables.items():
             result.files += _write_table(frame, result.out_dir, name)
     result.files += make_figures(data, chance, metric_of, result.out_dir, fit=result.fitted,
                                  n_resamples=n_resamples, confidence=confidence, seed=seed,
-                                 resample=resample, messages=messages, bootstrap=cache.bootstrap_fit)
+                                 resample=resample, notes=notes, bootstrap=cache.bootstrap_fit,
+                                 allocation_fits=allocation_fits)
+    result.messages += notes.lines()
     report = result.out_dir / "report.md"
     report.write_text(_report(data, result, table, tables, confidence, resample))
     result.files.append(report)
@@ -383,6 +438,14 @@ def _report(data, result: Comparison, table, tables, confidence: float, resample
                   "largest compute.", "", _markdown(tables["multipliers"]),
                   "## Held-out check (fit all budgets but the largest, predict it)", "",
                   _markdown(tables["held_out"])]
+        if "isoflop_optima" in tables:
+            lines += ["## IsoFLOP optima (Hoffmann et al. Approach 2)", "",
+                      "Per budget, the vertex of a parabola in log N through the slice's final validation "
+                      "losses (or the best run where the slice has fewer than 3 sizes or is not convex); "
+                      "D* = C / 6N*.", "", _markdown(tables["isoflop_optima"]),
+                      f"N*(C) = G C^a through the optima inside the sizes trained ({confidence:.0%} "
+                      "t-intervals on a; Chinchilla: a = 0.49, Kaplan et al.: 0.73):", "",
+                      _markdown(tables["allocation"])]
     figures = [f for f in result.files if f.suffix == ".png"]
     if figures:
         lines += ["## Figures", "", *[f"![{f.stem}]({f.name})" for f in figures], ""]

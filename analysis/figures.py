@@ -6,6 +6,7 @@
   frontier and the compute multiplier between objectives (SMDM, Nie et al. 2024, Fig. 1).
 - ``plot_isoflop``: loss against non-embedding parameters at fixed budgets with the minima of
   each slice (Hoffmann et al. 2022, Fig. 3 / Approach 2).
+- ``plot_allocation``: the slices' optima N* and D* against compute with their power laws.
 
 Input is the tidy table (one row per run x evaluation point x task x metric) with the columns in
 ``REQUIRED_COLUMNS``; compute is C = 6ND with N the non-embedding parameter count. Figures are
@@ -361,8 +362,65 @@ def isoflop_minima(df: pd.DataFrame, *, task: str = "validation",
             record = (float(n[np.argmin(y)]), float(y.min()), "best run")
         records.append({"objective": objective, "flops_budget": float(budget),
                         "optimal_params": record[0], "optimal_loss": record[1],
-                        "method": record[2], "n_sizes": int(np.unique(n).size)})
+                        "method": record[2], "n_sizes": int(np.unique(n).size),
+                        "inside_sizes": bool(n.min() <= record[0] <= n.max())})
     return pd.DataFrame.from_records(records)
+
+
+def allocation_points(minima: pd.DataFrame, objective: str) -> pd.DataFrame:
+    """The optima an allocation fit uses: parabola vertices inside the sizes trained.
+
+    A vertex beyond the smallest or largest size is an extrapolation of a parabola and a "best run"
+    is only a bound on the optimum; neither locates N*.
+    """
+    rows = minima[minima["objective"] == objective]
+    return rows[(rows["method"] == "parabola") & rows["inside_sizes"]].sort_values("flops_budget", kind="stable")
+
+
+def plot_allocation(minima: pd.DataFrame, fits: Mapping[str, object],
+                    out: str | Path | None = None) -> Figure:
+    """N*(C) and D*(C) = C / 6N* against compute, per objective (Hoffmann et al. 2022, Fig. 3).
+
+    Filled markers are the optima the fits use (``allocation_points``); hollow ones are the other
+    slices' minima (an extrapolated vertex or the best run). ``fits`` maps an objective to its
+    ``analysis.fits.AllocationFit``, drawn as a line with its exponent in the legend.
+    """
+    from models.config import FLOPS_PER_PARAM_PER_TOKEN
+
+    with rc_context(STYLE):
+        fig = _new_figure(PAGE_WIDTH_IN, 2.4)
+        axes = fig.subplots(1, 2)
+        for objective in [o for o in OBJECTIVE_STYLE if (minima["objective"] == o).any()]:
+            style = OBJECTIVE_STYLE[objective]
+            rows = minima[minima["objective"] == objective]
+            used = allocation_points(minima, objective)
+            other = rows.drop(used.index)
+            for ax, column in zip(axes, ("params", "tokens")):
+                def value(frame):
+                    n = frame["optimal_params"].to_numpy(float)
+                    c = frame["flops_budget"].to_numpy(float)
+                    return n if column == "params" else c / (FLOPS_PER_PARAM_PER_TOKEN * n)
+                label = style["label"]
+                if objective in fits:
+                    fit = fits[objective]
+                    exponent = fit.exponent if column == "params" else 1 - fit.exponent
+                    grid = _fit_grid(rows["flops_budget"].to_numpy(float))
+                    curve = fit.optimal_params(grid) if column == "params" else fit.optimal_tokens(grid)
+                    ax.plot(grid, curve, color=style["color"], gid=f"fit-{objective}")
+                    label = f"{label}: {'N' if column == 'params' else 'D'}* ∝ C^{exponent:.2f}"
+                ax.plot(used["flops_budget"], value(used), linestyle="none", marker=style["marker"],
+                        color=style["color"], markeredgecolor="white", markeredgewidth=0.4,
+                        label=label, gid=f"optima-{objective}")
+                ax.plot(other["flops_budget"], value(other), linestyle="none", marker=style["marker"],
+                        markerfacecolor="none", color=style["color"], gid=f"bounds-{objective}")
+        for ax, label in zip(axes, ("Loss-optimal N*", "Loss-optimal tokens D*")):
+            _log_flops_axis(ax)
+            ax.set_yscale("log")
+            ax.set_ylabel(label)
+            ax.legend(frameon=False, loc="upper left")
+    if out is not None:
+        save_figure(fig, out)
+    return fig
 
 
 def plot_isoflop(df: pd.DataFrame, *, task: str = "validation", metric: str = "loss",

@@ -15,11 +15,15 @@ from __future__ import annotations
 
 import math
 import shutil
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pytest
+
+# The tests import the recorder of real runs (recorded_runs.py) from this folder.
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 E, A, ALPHA, K = 2.0, 533.0, 0.15, 0.04
 MDM_MULTIPLIER = 16.0

@@ -28,7 +28,7 @@ def test_full_grid_writes_figures_tables_fits_and_multipliers_and_logs_them(isof
     assert "1 x runs with status RUNNING" in printed and "1 x runs with status FAILED" in printed
     assert "1 x score rows with a NaN/inf value" in printed
 
-    for name in ("task_scaling", "loss_vs_compute", "isoflop"):
+    for name in ("task_scaling", "loss_vs_compute", "isoflop", "allocation"):
         for suffix in (".png", ".pdf"):
             assert (out / f"{name}{suffix}").stat().st_size > 10_000, name
         height, width = imread(out / f"{name}.png").shape[:2]
@@ -60,10 +60,26 @@ def test_full_grid_writes_figures_tables_fits_and_multipliers_and_logs_them(isof
     held_out = pd.read_csv(out / "held_out.csv")
     assert set(held_out["quantity"]) == {"toy_mc/acc", "toy_arithmetic/exact_match"}
     assert (held_out["held_out_budget"] == max(isoflop_grid.budgets)).all()
-    assert "validation/loss, ARM: no held-out check; it needs 5 budgets" in printed
+    held_out_note = [line for line in printed.splitlines() if "no held-out check" in line]
+    assert held_out_note == ["note: no held-out check: validation/loss (ARM, MDM). Cause: a held-out "
+                             "check needs 5 budgets (one to predict, enough left to bootstrap a fit), "
+                             "the grid has 4"]
+
+    # sizes 1/3, 1 and 3 x N*(C) = 0.1 sqrt(C / 6): each slice's vertex is N*, and N* grows as C^0.5
+    optima = pd.read_csv(out / "isoflop_optima.csv")
+    assert len(optima) == 8 and (optima["method"] == "parabola").all() and optima["inside_sizes"].all()
+    expected = 0.1 * (optima["flops_budget"] / 6) ** 0.5
+    assert (optima["optimal_params"] / expected).between(0.8, 1.25).all()  # 0.2% loss noise moves a vertex ~10%
+    assert (optima["optimal_tokens"] * 6 * optima["optimal_params"] / optima["flops_budget"]).between(0.999, 1.001).all()
+    allocation = pd.read_csv(out / "allocation.csv").set_index("objective")
+    for objective in ("arm", "mdm"):
+        row = allocation.loc[objective]
+        assert row["a (N* ~ C^a)"] == pytest.approx(0.5, abs=0.03)
+        assert row["low"] < 0.5 < row["high"] and row["n_budgets"] == 4
 
     report = (out / "report.md").read_text()
     assert "![isoflop](isoflop.png)" in report and "C_MDM / C_ARM" in report
+    assert "## IsoFLOP optima" in report and "![allocation](allocation.png)" in report
 
     client = MlflowClient(isoflop_grid.uri)
     logged = {Path(a.path).name for a in client.list_artifacts(isoflop_grid.parent_run_id, "analysis")}
@@ -143,3 +159,19 @@ def test_help_runs_as_a_script_without_heavy_imports():
              "print(sorted(m for m in ('mlflow', 'matplotlib', 'torch') if m in sys.modules))")
     done = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert done.stdout.strip() == "[]", done.stderr
+
+
+def test_three_budgets_of_one_seed_give_one_note_per_cause(synthetic_grid, capsys):
+    """The smoke grid's shape: every bootstrap of the loss frontier fails for one reason, and the
+    figure that draws it goes without curves for that reason: one note names all of them."""
+    grid = synthetic_grid(budgets=(1e15, 1e16, 1e17), extras=False)
+    assert main(["--grid", grid.grid, "--runs-dir", str(grid.runs_dir), "--no-log", "--n-resamples", "50"]) == 0
+    notes = [line for line in capsys.readouterr().out.splitlines() if line.startswith("note: ")]
+    failed = [line for line in notes if "bootstrap resamples could not be fitted" in line]
+    assert len(failed) == 1, notes
+    assert failed[0].startswith("note: no fit: validation/loss (ARM, MDM); figures drawn without fitted "
+                                "curves: loss_vs_compute. Cause: ")
+    causes = [line.partition("Cause: ")[2] or line for line in notes]
+    assert len(set(causes)) == len(causes)
+    report = (grid.runs_dir / grid.grid / "analysis" / "report.md").read_text()
+    assert report.count("bootstrap resamples could not be fitted") == 1
