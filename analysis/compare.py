@@ -234,17 +234,14 @@ def fit_grid(data, chance: dict, metric_of: dict, cache: BootstrapCache, notes, 
     return fit_rows, multipliers, held_out
 
 
-def fit_allocations(scores, notes, *, confidence: float):
-    """IsoFLOP optima per objective and budget, and N*(C) = G C^a through them (Approach 2).
+def fit_allocations(minima, notes, *, confidence: float):
+    """N*(C) = G C^a through the IsoFLOP optima (``analysis.figures.isoflop_minima``; Approach 2).
 
-    Returns (optima rows with D* = C / 6N*, allocation-fit rows, {objective: AllocationFit}).
+    Returns (optima rows, allocation-fit rows, {objective: AllocationFit}).
     """
-    from analysis.figures import allocation_points, isoflop_minima
+    from analysis.figures import allocation_points
     from analysis.fits import fit_allocation
-    from models.config import FLOPS_PER_PARAM_PER_TOKEN
 
-    minima = isoflop_minima(scores)
-    minima["optimal_tokens"] = minima["flops_budget"] / (FLOPS_PER_PARAM_PER_TOKEN * minima["optimal_params"])
     fits, rows = {}, []
     for objective in dict.fromkeys(minima["objective"]):
         used = allocation_points(minima, objective)
@@ -305,17 +302,22 @@ def _draw(plot, name: str, out: Path, notes, fit: bool, **kwargs) -> list[Path]:
     return save_figure(fig, out / name)
 
 
-def _has_isoflop_slices(scores) -> bool:
-    """Whether some budget has several model sizes (an IsoFLOP slice)."""
+def isoflop_optima(scores):
+    """The IsoFLOP slices' optima (``analysis.figures.isoflop_minima``), or None where every budget
+    has a single model size."""
+    from analysis.figures import isoflop_minima
+
     final = scores[(scores["task"] == "validation") & scores["final"]]
-    return (not final.empty
-            and final.groupby(["objective", "flops_budget"])["non_embedding_params"].nunique().max() >= 2)
+    if final.empty or final.groupby(["objective", "flops_budget"])["non_embedding_params"].nunique().max() < 2:
+        return None
+    return isoflop_minima(scores)
 
 
 def make_figures(data, chance, metric_of, out: Path, *, fit: bool, n_resamples: int,
                  confidence: float, seed: int, resample: str, notes, bootstrap=None,
-                 allocation_fits=None) -> list[Path]:
-    from analysis.figures import isoflop_minima, plot_allocation, plot_isoflop, plot_loss_vs_compute, plot_task_scaling
+                 minima=None, allocation_fits=None) -> list[Path]:
+    """The figures of the comparison; ``minima`` are the IsoFLOP optima (``isoflop_optima``)."""
+    from analysis.figures import plot_allocation, plot_isoflop, plot_loss_vs_compute, plot_task_scaling
 
     scores, files = data.scores, []
     boot = {"n_resamples": n_resamples, "confidence": confidence, "seed": seed}
@@ -329,9 +331,9 @@ def make_figures(data, chance, metric_of, out: Path, *, fit: bool, n_resamples: 
         notes.add("no validation loss logged: loss-vs-compute and IsoFLOP figures skipped")
         return files
     files += _draw(plot_loss_vs_compute, "loss_vs_compute", out, notes, fit, df=scores, **boot)
-    if _has_isoflop_slices(scores):
+    if minima is not None:
         files += _draw(plot_isoflop, "isoflop", out, notes, None, df=scores)
-        files += _draw(plot_allocation, "allocation", out, notes, None, minima=isoflop_minima(scores),
+        files += _draw(plot_allocation, "allocation", out, notes, None, minima=minima,
                        fits=allocation_fits or {})
     else:
         notes.add("IsoFLOP figure skipped: every budget has a single model size")
@@ -405,8 +407,9 @@ def compare(grid: str, *, tracking_uri: str | None = None, runs_dir: str | Path 
                                                     "mean_relative_error", "covered"]),
     }
     allocation_fits = {}
-    if _has_isoflop_slices(scores):
-        optima, allocation, allocation_fits = fit_allocations(scores, notes, confidence=confidence)
+    minima = isoflop_optima(scores)
+    if minima is not None:
+        optima, allocation, allocation_fits = fit_allocations(minima, notes, confidence=confidence)
         tables["isoflop_optima"] = optima
         tables["allocation"] = pd.DataFrame(allocation, columns=[
             "objective", "a (N* ~ C^a)", "low", "high", "b (D* ~ C^b)", "G (N* = G C^a)", "n_budgets"])
@@ -416,7 +419,7 @@ def compare(grid: str, *, tracking_uri: str | None = None, runs_dir: str | Path 
     result.files += make_figures(data, chance, metric_of, result.out_dir, fit=result.fitted,
                                  n_resamples=n_resamples, confidence=confidence, seed=seed,
                                  resample=resample, notes=notes, bootstrap=cache.bootstrap_fit,
-                                 allocation_fits=allocation_fits)
+                                 minima=minima, allocation_fits=allocation_fits)
     result.messages += notes.lines()
     report = result.out_dir / "report.md"
     report.write_text(_report(data, result, table, tables, confidence, resample))

@@ -349,7 +349,10 @@ def _format_flops(c: float) -> str:
 def isoflop_minima(df: pd.DataFrame, *, task: str = "validation",
                    metric: str = "loss") -> pd.DataFrame:
     """Per objective and budget, the loss-minimising size: the vertex of a parabola in log N
-    (Hoffmann et al. Approach 2) where the slice has 3+ sizes and is convex, else the best run."""
+    (Hoffmann et al. Approach 2) where the slice has 3+ sizes and is convex, else the best run;
+    with it the tokens D* = C / 6N* that size trains on at the budget."""
+    from models.config import FLOPS_PER_PARAM_PER_TOKEN
+
     check_table(df)
     final = final_points(_select(df, task, metric))
     records = []
@@ -361,7 +364,9 @@ def isoflop_minima(df: pd.DataFrame, *, task: str = "validation",
         except ValueError:
             record = (float(n[np.argmin(y)]), float(y.min()), "best run")
         records.append({"objective": objective, "flops_budget": float(budget),
-                        "optimal_params": record[0], "optimal_loss": record[1],
+                        "optimal_params": record[0],
+                        "optimal_tokens": float(budget) / (FLOPS_PER_PARAM_PER_TOKEN * record[0]),
+                        "optimal_loss": record[1],
                         "method": record[2], "n_sizes": int(np.unique(n).size),
                         "inside_sizes": bool(n.min() <= record[0] <= n.max())})
     return pd.DataFrame.from_records(records)
@@ -385,8 +390,6 @@ def plot_allocation(minima: pd.DataFrame, fits: Mapping[str, object],
     slices' minima (an extrapolated vertex or the best run). ``fits`` maps an objective to its
     ``analysis.fits.AllocationFit``, drawn as a line with its exponent in the legend.
     """
-    from models.config import FLOPS_PER_PARAM_PER_TOKEN
-
     with rc_context(STYLE):
         fig = _new_figure(PAGE_WIDTH_IN, 2.4)
         axes = fig.subplots(1, 2)
@@ -396,10 +399,7 @@ def plot_allocation(minima: pd.DataFrame, fits: Mapping[str, object],
             used = allocation_points(minima, objective)
             other = rows.drop(used.index)
             for ax, column in zip(axes, ("params", "tokens")):
-                def value(frame):
-                    n = frame["optimal_params"].to_numpy(float)
-                    c = frame["flops_budget"].to_numpy(float)
-                    return n if column == "params" else c / (FLOPS_PER_PARAM_PER_TOKEN * n)
+                value = f"optimal_{column}"
                 label = style["label"]
                 if objective in fits:
                     fit = fits[objective]
@@ -408,10 +408,10 @@ def plot_allocation(minima: pd.DataFrame, fits: Mapping[str, object],
                     curve = fit.optimal_params(grid) if column == "params" else fit.optimal_tokens(grid)
                     ax.plot(grid, curve, color=style["color"], gid=f"fit-{objective}")
                     label = f"{label}: {'N' if column == 'params' else 'D'}* ∝ C^{exponent:.2f}"
-                ax.plot(used["flops_budget"], value(used), linestyle="none", marker=style["marker"],
+                ax.plot(used["flops_budget"], used[value], linestyle="none", marker=style["marker"],
                         color=style["color"], markeredgecolor="white", markeredgewidth=0.4,
                         label=label, gid=f"optima-{objective}")
-                ax.plot(other["flops_budget"], value(other), linestyle="none", marker=style["marker"],
+                ax.plot(other["flops_budget"], other[value], linestyle="none", marker=style["marker"],
                         markerfacecolor="none", color=style["color"], gid=f"bounds-{objective}")
         for ax, label in zip(axes, ("Loss-optimal N*", "Loss-optimal tokens D*")):
             _log_flops_axis(ax)

@@ -44,6 +44,11 @@ def budget_label(flops_budget: float) -> str:
     return repr(flops_budget)
 
 
+def same_budget(a: float, b: float) -> bool:
+    """Whether two budgets are the same number up to float spelling (``4e11`` and ``4.0e+11``)."""
+    return abs(a / b - 1) < 1e-9
+
+
 def tokens_for_budget(flops_budget: float, non_embedding_params: int) -> float:
     """D = C / (6 N): the training tokens a budget buys, before rounding to whole steps."""
     return flops_budget / (FLOPS_PER_PARAM_PER_TOKEN * non_embedding_params)
@@ -174,6 +179,7 @@ __all__ = [
     "min_steps_for_tolerance",
     "model_flops_per_token",
     "plan_budget",
+    "same_budget",
     "smallest_budget",
     "tokens_for_budget",
     "training_flops",

@@ -151,13 +151,15 @@ def parse_model_entry(entry: Any) -> ModelEntry:
 
 def seeds_at(grid: GridConfig, budget: float) -> list[int]:
     """The seeds a grid trains at ``budget``: ``seeds``, plus ``extra_seeds`` at ``extra_seed_budgets``."""
-    extra = any(abs(budget / b - 1) < 1e-9 for b in grid.extra_seed_budgets)
+    from sweeps.flops import same_budget
+
+    extra = any(same_budget(budget, b) for b in grid.extra_seed_budgets)
     return list(grid.seeds) + (list(grid.extra_seeds) if extra else [])
 
 
 def check_grid(grid: GridConfig) -> None:
     """Checks across fields that the schema's types cannot express; each error names the fix."""
-    from sweeps.flops import check_budget_value
+    from sweeps.flops import check_budget_value, same_budget
 
     unknown = [o for o in grid.objectives if o not in OBJECTIVES]
     if unknown or not grid.objectives:
@@ -179,7 +181,7 @@ def check_grid(grid: GridConfig) -> None:
                          "extra_seed_budgets=[1e11]) or neither")
     if len(set(grid.extra_seeds)) != len(grid.extra_seeds) or set(grid.extra_seeds) & set(grid.seeds):
         raise ValueError(f"extra_seeds {grid.extra_seeds} must be distinct and not among seeds {grid.seeds}")
-    stray = [b for b in grid.extra_seed_budgets if not any(abs(b / g - 1) < 1e-9 for g in grid.budgets)]
+    stray = [b for b in grid.extra_seed_budgets if not any(same_budget(b, g) for g in grid.budgets)]
     if stray:
         listed = lambda values: "[" + ", ".join(f"{v:g}" for v in values) + "]"  # noqa: E731
         raise ValueError(f"extra_seed_budgets {listed(stray)} are not among the grid's budgets "

@@ -29,7 +29,7 @@ from omegaconf.errors import OmegaConfBaseException
 from models.config import preset
 from studies.config import BudgetConfig, RunConfig, result_determining
 from studies.validation import validate_run
-from sweeps.flops import BudgetPlan, budget_label, device_hours, model_flops_per_token, plan_budget
+from sweeps.flops import BudgetPlan, budget_label, device_hours, model_flops_per_token, plan_budget, same_budget
 from sweeps.grid import STUDY_SECTIONS, GridConfig, ModelEntry, grid_name, load_grid, seeds_at
 from sweeps.profiles import ClusterProfile, load_profile
 
@@ -235,7 +235,7 @@ def parse_only(filters: Iterable[str]) -> dict[str, list[str]]:
 def _matches(run: PlannedRun, only: dict[str, list[str]]) -> bool:
     for field, values in only.items():
         if field == "budget":
-            ok = any(abs(float(v) / run.budget.flops_budget - 1) < 1e-9 for v in values)
+            ok = any(same_budget(float(v), run.budget.flops_budget) for v in values)
         elif field == "seed":
             ok = any(float(v) == run.seed for v in values)
         else:
