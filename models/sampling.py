@@ -94,8 +94,6 @@ def _stop_at(generated: list[int], stops: list[list[int]]) -> int | None:
     return best
 
 
-@torch.no_grad()
-
 def _check_context(model, max_len, prompt_tokens: int, new_tokens: int, name: str) -> int:
     """Prompt plus generated positions; a clear error when they exceed the model's context."""
     total = prompt_tokens + new_tokens
@@ -107,6 +105,8 @@ def _check_context(model, max_len, prompt_tokens: int, new_tokens: int, name: st
         )
     return total
 
+
+@torch.no_grad()
 def arm_generate(
     model: Model,
     prompt,

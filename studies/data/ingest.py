@@ -27,7 +27,11 @@ def resolve_files(cfg: DataConfig) -> List[str]:
     for pattern in cfg.files:
         matches = sorted(glob.glob(os.path.expanduser(pattern)))
         if not matches:
-            raise FileNotFoundError(f"data.files entry {pattern!r} matches no file; check the path")
+            from .corpora import fetch_hint
+
+            hint = fetch_hint(pattern)
+            fix = f"fetch it first: {hint}" if hint else "check the path"
+            raise FileNotFoundError(f"data.files entry {pattern!r} matches no file; {fix}")
         files.extend(matches)
     return files
 

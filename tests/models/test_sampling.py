@@ -223,3 +223,19 @@ def test_arm_generation_rejects_overlong_requests(arm):
         arm_generate(arm, [[1] * 30], max_new_tokens=3)
     with pytest.raises(ValueError, match="BOS"):
         arm_generate(arm, [[]], max_new_tokens=3)
+
+
+@pytest.mark.parametrize("sampler", ["arm", "mdm"])
+def test_sampling_builds_no_autograd_graph(arm, mdm, sampler):
+    grad_enabled = []
+
+    def record(ids, **kwargs):
+        grad_enabled.append(torch.is_grad_enabled())
+        return (arm if sampler == "arm" else mdm)(ids, **kwargs)
+
+    prompt = [[1, 2, 3]]
+    if sampler == "arm":
+        arm_generate(record, prompt, max_new_tokens=3, use_cache=False, max_len=32)
+    else:
+        generate(record, prompt, gen_length=4, steps=2, mask_id=MASK_ID)
+    assert grad_enabled and not any(grad_enabled)

@@ -15,8 +15,16 @@ from sweeps.plan import plan_grid
 
 @pytest.fixture(scope="module")
 def plans(tmp_path_factory):
+    """Every named grid planned; a grid that reads local files (the ladder's fetched corpus) reads a
+    small stand-in text instead, since planning checks that the files exist."""
+    from sweeps.grid import load_grid
+
     root = tmp_path_factory.mktemp("runs")
-    return {name: plan_grid(name, runs_dir=str(root)) for name in known_grids()}
+    text = tmp_path_factory.mktemp("corpus") / "play.txt"
+    text.write_text("Ber.\nWho's there?\n\nFran.\nNay, answer me.\n")
+    overrides = {name: [f"data.files=[{text}]"] if load_grid(name).data.source == "files" else []
+                 for name in known_grids()}
+    return {name: plan_grid(name, overrides[name], runs_dir=str(root)) for name in known_grids()}
 
 
 def test_required_grids_exist(plans):
@@ -81,6 +89,42 @@ def test_isoflop_is_a_ladder_at_each_budget(plans):
         sizes_per_budget.setdefault(run.budget.flops_budget, set()).add(run.budget.non_embedding_params)
     assert len(sizes_per_budget) >= 3
     assert all(len(sizes) >= 4 for sizes in sizes_per_budget.values())
+
+
+def test_ladder_is_an_isoflop_layout_of_both_objectives_with_seeds_at_its_cheapest_budgets(plans):
+    plan = plans["ladder"]
+    budgets = sorted(plan.grid_config.budgets)
+    assert len(budgets) >= 6 and math.log10(budgets[-1] / budgets[0]) >= 1.5
+    points: dict = {}
+    for run in plan.runs:
+        points.setdefault((run.budget.flops_budget, run.model, run.seed), set()).add(run.objective)
+        low, high = plan.grid_config.tokens_per_parameter
+        assert low <= run.budget.tokens_per_param * 1.01 and run.budget.tokens_per_param <= high * 1.01
+    assert all(objectives == {"arm", "mdm"} for objectives in points.values())
+    for budget in budgets:
+        assert len({m for b, m, s in points if b == budget and s == 0}) >= 3, budget
+        extra = {s for b, m, s in points if b == budget} - {0}
+        assert extra == ({1} if budget in budgets[:2] else set()), budget
+    assert plan.runs[0].config["data"]["source"] == "files"
+    assert plan.runs[0].config["trainer"]["accelerator"] == "cpu"
+
+
+def test_tokens_per_parameter_window_trains_exactly_the_pairs_inside_it(tmp_path):
+    sizes = ["cpu-25k", "cpu-50k", "tiny", "cpu-0.2m"]
+    budgets = [2e11, 8e11, 3.2e12]
+    window = (4.0, 60.0)
+    plan = plan_grid("smoke", [f"models=[{','.join(sizes)}]", f"budgets=[{','.join(map(str, budgets))}]",
+                               f"tokens_per_parameter=[{window[0]},{window[1]}]"], runs_dir=str(tmp_path))
+    inside = {(name, b) for name in sizes for b in budgets
+              if window[0] <= b / (6 * preset(name).non_embedding_params ** 2) <= window[1]}
+    assert {(r.model, r.budget.flops_budget) for r in plan.runs} == inside
+    assert 0 < len(inside) < len(sizes) * len(budgets)  # the window drops some pairs and keeps some
+    assert len(plan.runs) == 2 * len(inside)  # both objectives at every kept pair
+    full = plan_grid("smoke", [f"models=[{','.join(sizes)}]", f"budgets=[{','.join(map(str, budgets))}]"],
+                     runs_dir=str(tmp_path))
+    assert len(full.runs) == 2 * len(sizes) * len(budgets)
+    kept = {r.key for r in plan.runs}
+    assert kept <= {r.key for r in full.runs}  # the window changes which runs exist, not what they are
 
 
 def test_smoke_is_cpu_and_toy_world(plans):
@@ -153,6 +197,11 @@ def test_only_filters(tmp_path):
         ("smoke", ["extra_seeds=[1]"], r"extra_seeds and extra_seed_budgets go together"),
         ("smoke", ["extra_seeds=[0]", "extra_seed_budgets=[4.3e11]"], r"not among seeds \[0\]"),
         ("smoke", ["extra_seeds=[1]", "extra_seed_budgets=[5e11]"], r"\[5e\+11\] are not among the grid's budgets"),
+        ("smoke", ["tokens_per_parameter=[110,3]"], r"tokens_per_parameter=\[110.0, 3.0\] must be two positive"),
+        ("smoke", ["tokens_per_parameter=[0,3]"], r"must be two positive numbers \[low, high\]"),
+        ("smoke", ["tokens_per_parameter=[3]"], r"must be two positive numbers"),
+        ("smoke", ["models=[tiny]", "budgets=[4.3e11,3.9e12]", "tokens_per_parameter=[3,20]"],
+         r"leaves no model at budget\(s\) 3.9e\+12: N in \[.*\] \(the grid's sizes: 92,480\): widen the window"),
     ],
 )
 def test_bad_grid_input_is_a_clear_error(tmp_path, grid, overrides, message):
