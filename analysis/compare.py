@@ -10,8 +10,10 @@ Reads the grid's finished runs from MLflow (``analysis.runs``), then writes to `
   ``analysis.bootstrap``): a power law through each objective's validation-loss frontier
   (L = E + A C^-alpha) and a sigmoid in log-compute per task (accuracy between chance and a
   ceiling), plus the held-out check (fit all budgets but the largest, predict it);
-- ``multipliers.{csv,md}``: C_MDM / C_ARM, the compute MDM needs for the level ARM reaches at its
-  largest budget (SMDM, Nie et al. 2024: about 16x on validation likelihood);
+- ``multipliers.{csv,md}``: C_MDM / C_ARM, how many times ARM's compute MDM needs for one level:
+  the worse of the two objectives' fitted levels at their largest budgets, so that neither fit is
+  read at a level its runs never approached (SMDM, Nie et al. 2024: about 16x on validation
+  likelihood);
 - ``isoflop_optima.{csv,md}`` and ``allocation.{csv,md}``, where budgets have several sizes: each
   IsoFLOP slice's loss-optimal size N* and tokens D* = C / 6N*, and N*(C) = G C^a through them
   (Hoffmann et al. 2022, Approach 2);
@@ -267,9 +269,26 @@ def _frontier(final):
     return means.loc[means.groupby("flops_budget")["value"].idxmin()]
 
 
+def multiplier_level(rows, fits: dict) -> float:
+    """The level at which C_MDM / C_ARM is read: the worse of the two objectives' best fitted levels.
+
+    Each objective's best level is its fit at its largest compute. Reading the ratio at the worse one
+    keeps the lagging objective's fit inside the compute it was trained with; only the leading one's
+    fit is read below its largest budget, where its own runs are. At the leader's best level the
+    lagging fit would be extrapolated to a loss it never came near, where its fitted floor E decides
+    the answer (at small scale an MDM's floor can sit above what an ARM reaches). For losses the
+    worse level is the higher, for accuracies the lower.
+    """
+    from analysis.fits import LOSS
+
+    best = {o: float(fit.predict(rows.loc[rows["objective"] == o, "flops"].max())) for o, fit in fits.items()}
+    higher_is_worse = next(iter(fits.values())).quantity == LOSS
+    return max(best.values()) if higher_is_worse else min(best.values())
+
+
 def _multiplier(name, rows, boot_mdm, boot_arm, interval_fn) -> dict:
-    """C_MDM / C_ARM at the level ARM's fit reaches at ARM's largest compute."""
-    level = float(boot_arm.fit.predict(rows.loc[rows["objective"] == "arm", "flops"].max()))
+    """C_MDM / C_ARM at ``multiplier_level``."""
+    level = multiplier_level(rows, {"arm": boot_arm.fit, "mdm": boot_mdm.fit})
     row = {"quantity": name, "level": level, "ratio": "C_MDM / C_ARM", "estimate": float("nan"),
            "low": float("nan"), "high": float("nan"), "note": ""}
     try:
@@ -437,8 +456,8 @@ def _report(data, result: Comparison, table, tables, confidence: float, resample
     if result.fitted:
         lines += [f"## Fitted parameters ({confidence:.0%} bootstrap intervals, resampling {resample})", "",
                   _markdown(tables["fits"]), "## Compute multipliers", "",
-                  "C_MDM / C_ARM: the compute MDM needs to reach the level ARM's fit reaches at ARM's "
-                  "largest compute.", "", _markdown(tables["multipliers"]),
+                  "C_MDM / C_ARM: how many times ARM's compute MDM needs to reach `level`, the worse of "
+                  "the two objectives' fitted levels at their largest budgets.", "", _markdown(tables["multipliers"]),
                   "## Held-out check (fit all budgets but the largest, predict it)", "",
                   _markdown(tables["held_out"])]
         if "isoflop_optima" in tables:

@@ -107,7 +107,8 @@ def _new_figure(width: float, height: float) -> Figure:
     return fig
 
 
-def _log_flops_axis(ax, label: bool = True) -> None:
+def _log_x_axis(ax, label: str | None = FLOPS_LABEL) -> None:
+    """A log x axis labelled at powers of ten only, with at least two of them in view."""
     ax.set_xscale("log")
     ax.xaxis.set_major_locator(LogLocator(base=10, numticks=12))
     ax.xaxis.set_minor_formatter(NullFormatter())  # minor labels collide within a decade
@@ -117,7 +118,7 @@ def _log_flops_axis(ax, label: bool = True) -> None:
         # widen to the enclosing ones so the axis carries at least two labels
         ax.set_xlim(10 ** np.floor(np.log10(low)), 10 ** np.ceil(np.log10(high)))
     if label:
-        ax.set_xlabel(FLOPS_LABEL)
+        ax.set_xlabel(label)
     ax.grid(True, which="major")
 
 
@@ -226,7 +227,7 @@ def plot_task_scaling(df: pd.DataFrame, chance: Mapping[str, float], *, tasks=No
                         where=f"task {task!r}, objective {objective!r}", bootstrap=bootstrap)
                     _draw_fit(ax, boot, _fit_grid(x), style, objective)
             ax.axhline(chance[task], color="0.45", linestyle=":", linewidth=0.9, gid="chance")
-            _log_flops_axis(ax, label=i >= len(tasks) - ncols)
+            _log_x_axis(ax, label=FLOPS_LABEL if i >= len(tasks) - ncols else None)
             ax.yaxis.set_major_formatter(_percent_formatter(max_score))
             ax.set_title(_title(task))
             if i % ncols == 0:
@@ -298,7 +299,7 @@ def plot_loss_vs_compute(df: pd.DataFrame, *, task: str = "validation", metric: 
                           objective)
         if {"arm", "mdm"} <= set(boots):
             _annotate_multiplier(ax, boots, rows, multiplier_level)
-        _log_flops_axis(ax)
+        _log_x_axis(ax)
         ax.set_ylabel(_loss_label(task, metric))
         ax.legend(handles=_objective_handles(_objectives(rows), fit), frameon=False, loc="upper right")
     if out is not None:
@@ -414,7 +415,7 @@ def plot_allocation(minima: pd.DataFrame, fits: Mapping[str, object],
                 ax.plot(other["flops_budget"], other[value], linestyle="none", marker=style["marker"],
                         markerfacecolor="none", color=style["color"], gid=f"bounds-{objective}")
         for ax, label in zip(axes, ("Loss-optimal N*", "Loss-optimal tokens D*")):
-            _log_flops_axis(ax)
+            _log_x_axis(ax)
             ax.set_yscale("log")
             ax.set_ylabel(label)
             ax.legend(frameon=False, loc="upper left")
@@ -462,10 +463,10 @@ def plot_isoflop(df: pd.DataFrame, *, task: str = "validation", metric: str = "l
                         color=shades[budget], markeredgecolor="black", markeredgewidth=0.5,
                         linestyle="none", gid=f"minimum-{objective}")
             ax.set_xscale("log")
-            ax.set_xlabel(PARAMS_LABEL)
+            ax.margins(x=0.15)
+            _log_x_axis(ax, label=PARAMS_LABEL)
             ax.grid(True, which="major")
             ax.set_title(style["label"])
-            ax.margins(x=0.15)
         axes[-1].text(0.02, 0.03, f"curves labelled by {FLOPS_LABEL[0].lower()}{FLOPS_LABEL[1:]}",
                       transform=axes[-1].transAxes, ha="left", va="bottom", fontsize=6.5,
                       color="0.35", style="italic")

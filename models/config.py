@@ -125,6 +125,7 @@ _PAPER = {
 # A ladder for CPU-scale studies. Names give the approximate non-embedding parameter count; the
 # vocabulary is a placeholder that a run replaces with its tokenizer's size.
 _CPU_LADDER = {
+    "cpu-12k": dict(d_model=24, n_layers=2, n_heads=2, n_kv_heads=1, ffn_dim=64),
     "cpu-25k": dict(d_model=32, n_layers=2, n_heads=2, n_kv_heads=1, ffn_dim=88),
     "cpu-50k": dict(d_model=48, n_layers=2, n_heads=4, n_kv_heads=2, ffn_dim=128),
     "tiny": dict(d_model=64, n_layers=2, n_heads=4, n_kv_heads=2, ffn_dim=176),

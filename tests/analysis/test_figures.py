@@ -177,6 +177,19 @@ def test_isoflop_slices_and_minima(study, tmp_path):
         assert len(stars) == 4
 
 
+def test_isoflop_parameter_axes_label_powers_of_ten_only(study):
+    """Slices within about a decade of sizes made matplotlib label every minor tick, and the labels
+    ran into each other; each panel carries labels at powers of ten only, at least two in view."""
+    narrow = study[study["non_embedding_params"] < 8e8]  # sizes 1.6e8..6.5e8: no power of ten among them
+    fig = plot_isoflop(narrow)
+    fig.canvas.draw()
+    for ax in fig.axes:
+        assert not [t.get_text() for t in ax.xaxis.get_minorticklabels() if t.get_text()]
+        low, high = ax.get_xlim()
+        shown = [tick for tick in ax.get_xticks() if low <= tick <= high]
+        assert len(shown) >= 2 and np.allclose(np.log10(shown), np.round(np.log10(shown)))
+
+
 @pytest.mark.parametrize(
     ("mutate", "message"),
     [
