@@ -269,26 +269,15 @@ def _frontier(final):
     return means.loc[means.groupby("flops_budget")["value"].idxmin()]
 
 
-def multiplier_level(rows, fits: dict) -> float:
-    """The level at which C_MDM / C_ARM is read: the worse of the two objectives' best fitted levels.
-
-    Each objective's best level is its fit at its largest compute. Reading the ratio at the worse one
-    keeps the lagging objective's fit inside the compute it was trained with; only the leading one's
-    fit is read below its largest budget, where its own runs are. At the leader's best level the
-    lagging fit would be extrapolated to a loss it never came near, where its fitted floor E decides
-    the answer (at small scale an MDM's floor can sit above what an ARM reaches). For losses the
-    worse level is the higher, for accuracies the lower.
-    """
-    from analysis.fits import LOSS
-
-    best = {o: float(fit.predict(rows.loc[rows["objective"] == o, "flops"].max())) for o, fit in fits.items()}
-    higher_is_worse = next(iter(fits.values())).quantity == LOSS
-    return max(best.values()) if higher_is_worse else min(best.values())
+def _largest_compute(rows) -> dict:
+    return {o: float(rows.loc[rows["objective"] == o, "flops"].max()) for o in ("arm", "mdm")}
 
 
 def _multiplier(name, rows, boot_mdm, boot_arm, interval_fn) -> dict:
-    """C_MDM / C_ARM at ``multiplier_level``."""
-    level = multiplier_level(rows, {"arm": boot_arm.fit, "mdm": boot_mdm.fit})
+    """C_MDM / C_ARM at ``analysis.fits.multiplier_level``."""
+    from analysis.fits import multiplier_level
+
+    level = multiplier_level({"arm": boot_arm.fit, "mdm": boot_mdm.fit}, _largest_compute(rows))
     row = {"quantity": name, "level": level, "ratio": "C_MDM / C_ARM", "estimate": float("nan"),
            "low": float("nan"), "high": float("nan"), "note": ""}
     try:

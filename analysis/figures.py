@@ -32,7 +32,7 @@ from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
 from analysis.bootstrap import bootstrap_fit, compute_multiplier_interval
 from analysis.accuracy_fits import fit_accuracy
-from analysis.fits import fit_isoflop, fit_loss_frontier
+from analysis.fits import fit_isoflop, fit_loss_frontier, multiplier_level
 from analysis.runs import final_points
 
 REQUIRED_COLUMNS = ("run_id", "grid", "objective", "model", "non_embedding_params", "tokens",
@@ -270,7 +270,8 @@ def plot_loss_vs_compute(df: pd.DataFrame, *, task: str = "validation", metric: 
 
     Thin lines are runs (all their evaluation points), markers their final evaluations. With
     both objectives fitted the panel states the compute multiplier C_MDM / C_ARM at
-    ``multiplier_level`` (default: ARM's fitted loss at its largest budget) with its interval.
+    ``multiplier_level`` (default: ``analysis.fits.multiplier_level``, the worse of the two
+    objectives' fitted losses at their largest budgets) with its interval.
     """
     check_table(df)
     rows = _select(df, task, metric)
@@ -313,8 +314,8 @@ def _loss_label(task: str, metric: str) -> str:
 
 def _annotate_multiplier(ax, boots, rows, level) -> None:
     if level is None:
-        arm_flops = rows.loc[rows["objective"] == "arm", "flops"].max()
-        level = float(boots["arm"].fit.predict(arm_flops))
+        largest = {o: float(rows.loc[rows["objective"] == o, "flops"].max()) for o in ("arm", "mdm")}
+        level = multiplier_level({o: boots[o].fit for o in ("arm", "mdm")}, largest)
     try:
         estimate, (low, high) = compute_multiplier_interval(boots["mdm"], boots["arm"], level)
     except ValueError:

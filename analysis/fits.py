@@ -393,6 +393,20 @@ def fit_allocation(C, optimal_params, *, confidence: float = 0.9) -> AllocationF
 # ---------------------------------------------------------------------------------------------
 # comparing two objectives
 # ---------------------------------------------------------------------------------------------
+def multiplier_level(fits: dict, largest_compute: dict) -> float:
+    """The level at which a compute multiplier is read: the worse of the objectives' best fitted levels.
+
+    Each objective's best level is its fit at its largest compute (``largest_compute[objective]``).
+    Reading C_MDM / C_ARM at the worse one keeps the lagging objective's fit inside the compute it
+    was trained with; only the leading one's fit is read below its largest budget, where its own
+    runs are. At the leader's best level the lagging fit would be extrapolated to a loss it never
+    came near, where its fitted floor E decides the answer (at small scale an MDM's floor can sit
+    above what an ARM reaches). For losses the worse level is the higher, for accuracies the lower.
+    """
+    best = [float(fit.predict(largest_compute[objective])) for objective, fit in fits.items()]
+    return max(best) if next(iter(fits.values())).quantity == LOSS else min(best)
+
+
 def compute_multiplier(fit_a, fit_b, level: float) -> float:
     """C_a(level) / C_b(level): how many times the compute of b that a needs to reach ``level``.
 

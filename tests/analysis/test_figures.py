@@ -16,6 +16,7 @@ from analysis.figures import (
     plot_task_scaling,
 )
 from analysis.fits import ChinchillaFit
+from analysis.runs import final_points
 
 CHANCE = {"mmlu": 0.25, "arc_c": 0.25, "cmmlu": 0.25, "piqa": 0.5, "gsm8k": 0.0, "humaneval": 0.0}
 MIDPOINTS = {"mmlu": 21.8, "arc_c": 21.3, "cmmlu": 22.0, "piqa": 20.6, "gsm8k": 22.4, "humaneval": 22.3}
@@ -154,6 +155,12 @@ def test_loss_vs_compute_draws_every_run_and_the_multiplier(study, tmp_path):
     text = [t for t in ax.texts if t.get_gid() == "multiplier"][0].get_text()
     multiplier = float(text.split("needs ")[1].split("\u00d7")[0])
     assert 8 < multiplier < 32  # the synthetic MDM needs 16x ARM's compute
+    # read at the lagging objective's best level (MDM's lowest loss), as the multipliers table is
+    (level,) = {y for ln in ax.get_lines() if ln.get_gid() == "multiplier-level" for y in ln.get_ydata()}
+    assert f"reach loss {level:.3g}" in text
+    mdm_best = final_points(val[val["objective"] == "mdm"])["value"].min()
+    arm_best = final_points(val[val["objective"] == "arm"])["value"].min()
+    assert abs(level - mdm_best) < 0.25 * abs(mdm_best - arm_best)
     assert (tmp_path / "loss.png").exists() and (tmp_path / "loss.pdf").exists()
 
 
