@@ -352,7 +352,12 @@ def isoflop_minima(df: pd.DataFrame, *, task: str = "validation",
                    metric: str = "loss") -> pd.DataFrame:
     """Per objective and budget, the loss-minimising size: the vertex of a parabola in log N
     (Hoffmann et al. Approach 2) where the slice has 3+ sizes and is convex, else the best run;
-    with it the tokens D* = C / 6N* that size trains on at the budget."""
+    with it the tokens D* = C / 6N* that size trains on at the budget.
+
+    A vertex further outside the sizes trained than the slice's own span (in log N) is not kept: a
+    slice whose loss only rises with N is nearly straight, and its parabola puts the vertex decades
+    away (a fraction of one parameter on a real ladder). The best run, a bound, stands in for it.
+    """
     from models.config import FLOPS_PER_PARAM_PER_TOKEN
 
     check_table(df)
@@ -360,11 +365,13 @@ def isoflop_minima(df: pd.DataFrame, *, task: str = "validation",
     records = []
     for (objective, budget), sl in final.groupby(["objective", "flops_budget"], sort=True):
         n, y = sl["non_embedding_params"].to_numpy(float), sl["value"].to_numpy(float)
+        record = (float(n[np.argmin(y)]), float(y.min()), "best run")
         try:
             parabola = fit_isoflop(n, y)
-            record = (parabola.optimal_params, parabola.optimal_loss, "parabola")
         except ValueError:
-            record = (float(n[np.argmin(y)]), float(y.min()), "best run")
+            parabola = None
+        if parabola is not None and _vertex_near(parabola.optimal_params, n):
+            record = (parabola.optimal_params, parabola.optimal_loss, "parabola")
         records.append({"objective": objective, "flops_budget": float(budget),
                         "optimal_params": record[0],
                         "optimal_tokens": float(budget) / (FLOPS_PER_PARAM_PER_TOKEN * record[0]),
@@ -372,6 +379,12 @@ def isoflop_minima(df: pd.DataFrame, *, task: str = "validation",
                         "method": record[2], "n_sizes": int(np.unique(n).size),
                         "inside_sizes": bool(n.min() <= record[0] <= n.max())})
     return pd.DataFrame.from_records(records)
+
+
+def _vertex_near(vertex: float, sizes: np.ndarray) -> bool:
+    """Whether ``vertex`` lies within one slice span (in log N) of the sizes trained."""
+    low, high = np.log10(sizes.min()), np.log10(sizes.max())
+    return low - (high - low) <= np.log10(vertex) <= high + (high - low)
 
 
 def allocation_points(minima: pd.DataFrame, objective: str) -> pd.DataFrame:

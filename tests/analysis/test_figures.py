@@ -184,6 +184,25 @@ def test_isoflop_slices_and_minima(study, tmp_path):
         assert len(stars) == 4
 
 
+def test_a_vertex_far_outside_its_slice_gives_way_to_the_best_run():
+    """Two slices of the Shakespeare ladder: the ARM's at 8e10 bends, its vertex a little below the
+    smallest size (kept, an extrapolation); the MDM's at 1.6e11 only rises with N, and its parabola
+    put the vertex at 0.045 parameters."""
+    slices = {("arm", 8e10): ([12_800, 23_200, 50_928], [3.770, 3.937, 4.276]),
+              ("mdm", 1.6e11): ([12_800, 23_200, 50_928, 92_480], [5.036, 5.112, 5.266, 5.352])}
+    rows = []
+    for (objective, budget), (sizes, losses) in slices.items():
+        for n, loss in zip(sizes, losses):
+            rows.append(dict(run_id=f"{objective}-{n}", grid="ladder", objective=objective, model=str(n),
+                             non_embedding_params=n, tokens=budget / (6 * n), flops=budget, flops_budget=budget,
+                             seed=0, task="validation", metric="loss", value=loss))
+    minima = isoflop_minima(pd.DataFrame(rows)).set_index("objective")
+    arm, mdm = minima.loc["arm"], minima.loc["mdm"]
+    assert arm["method"] == "parabola" and not arm["inside_sizes"] and 3_000 < arm["optimal_params"] < 12_800
+    assert mdm["method"] == "best run" and mdm["optimal_params"] == 12_800 and mdm["optimal_loss"] == 5.036
+    assert mdm["optimal_tokens"] == pytest.approx(1.6e11 / (6 * 12_800))
+
+
 def test_isoflop_parameter_axes_label_powers_of_ten_only(study):
     """Slices within about a decade of sizes made matplotlib label every minor tick, and the labels
     ran into each other; each panel carries labels at powers of ten only, at least two in view."""
