@@ -269,15 +269,12 @@ def _frontier(final):
     return means.loc[means.groupby("flops_budget")["value"].idxmin()]
 
 
-def _largest_compute(rows) -> dict:
-    return {o: float(rows.loc[rows["objective"] == o, "flops"].max()) for o in ("arm", "mdm")}
-
-
 def _multiplier(name, rows, boot_mdm, boot_arm, interval_fn) -> dict:
     """C_MDM / C_ARM at ``analysis.fits.multiplier_level``."""
     from analysis.fits import multiplier_level
+    from analysis.runs import largest_compute
 
-    level = multiplier_level({"arm": boot_arm.fit, "mdm": boot_mdm.fit}, _largest_compute(rows))
+    level = multiplier_level({"arm": boot_arm.fit, "mdm": boot_mdm.fit}, largest_compute(rows))
     row = {"quantity": name, "level": level, "ratio": "C_MDM / C_ARM", "estimate": float("nan"),
            "low": float("nan"), "high": float("nan"), "note": ""}
     try:

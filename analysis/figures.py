@@ -33,7 +33,7 @@ from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 from analysis.bootstrap import bootstrap_fit, compute_multiplier_interval
 from analysis.accuracy_fits import fit_accuracy
 from analysis.fits import fit_isoflop, fit_loss_frontier, multiplier_level
-from analysis.runs import final_points
+from analysis.runs import final_points, largest_compute
 
 REQUIRED_COLUMNS = ("run_id", "grid", "objective", "model", "non_embedding_params", "tokens",
                     "flops", "flops_budget", "seed", "task", "metric", "value")
@@ -314,8 +314,7 @@ def _loss_label(task: str, metric: str) -> str:
 
 def _annotate_multiplier(ax, boots, rows, level) -> None:
     if level is None:
-        largest = {o: float(rows.loc[rows["objective"] == o, "flops"].max()) for o in ("arm", "mdm")}
-        level = multiplier_level({o: boots[o].fit for o in ("arm", "mdm")}, largest)
+        level = multiplier_level({o: boots[o].fit for o in ("arm", "mdm")}, largest_compute(rows))
     try:
         estimate, (low, high) = compute_multiplier_interval(boots["mdm"], boots["arm"], level)
     except ValueError:

@@ -100,6 +100,11 @@ def final_points(rows: pd.DataFrame) -> pd.DataFrame:
     return rows.loc[rows.groupby("run_id", sort=False)["flops"].idxmax()]
 
 
+def largest_compute(rows: pd.DataFrame, objectives=("arm", "mdm")) -> dict[str, float]:
+    """Each objective's largest training compute among ``rows``: where its fit is read for its best level."""
+    return {o: float(rows.loc[rows["objective"] == o, "flops"].max()) for o in objectives}
+
+
 def _masked(uri: str) -> str:
     from studies.tracking import mask_uri
 

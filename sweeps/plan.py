@@ -30,7 +30,8 @@ from omegaconf.errors import OmegaConfBaseException
 from models.config import preset
 from studies.config import BudgetConfig, RunConfig, result_determining
 from studies.validation import validate_run
-from sweeps.flops import BudgetPlan, budget_label, device_hours, model_flops_per_token, plan_budget, same_budget
+from sweeps.flops import (FLOPS_PER_PARAM_PER_TOKEN, BudgetPlan, budget_label, device_hours, model_flops_per_token,
+                          plan_budget, same_budget, tokens_for_budget)
 from sweeps.grid import STUDY_SECTIONS, GridConfig, ModelEntry, grid_name, in_window, load_grid, seeds_at
 from sweeps.profiles import ClusterProfile, load_profile
 
@@ -175,13 +176,16 @@ def expand(grid: GridConfig, name: str, profile: ClusterProfile, runs_root: Path
     sections = {s: getattr(grid, s) for s in STUDY_SECTIONS}
     section_containers = {s: _container(v) for s, v in sections.items()}
     runs: list[PlannedRun] = []
+    sizes: set[int] = set()
     several_seeds = len(grid.seeds) + len(grid.extra_seeds) > 1
     for entry in grid.models:
         models = {o: _model_for(entry, o) for o in grid.objectives if entry.preset_for(o)}
         _check_twins(entry, models)
+        if models:
+            sizes.add(_params(models))
         model_containers = {o: _container(m) for o, m in models.items()}
         for budget in grid.budgets:
-            if models and not in_window(grid, budget / (6.0 * _params(models) ** 2)):
+            if models and not in_window(grid, tokens_for_budget(budget, _params(models)) / _params(models)):
                 continue
             for seed in seeds_at(grid, budget):
                 for objective, model in models.items():
@@ -211,7 +215,7 @@ def expand(grid: GridConfig, name: str, profile: ClusterProfile, runs_root: Path
                     per_token = model_flops_per_token(n, model.n_layers, t.seq_len, model.d_model)
                     hours = device_hours(plan.tokens * per_token, profile.peak_tflops * 1e12, profile.mfu)
                     runs.append(PlannedRun(key, label, objective, model.name, seed, plan, hours, config, cfg))
-    _check_window_keeps_every_budget(grid, runs)
+    _check_window_keeps_every_budget(grid, runs, sizes)
     seen: dict[str, str] = {}
     for run in runs:
         if run.key in seen:
@@ -225,7 +229,7 @@ def _params(models: dict) -> int:
     return next(iter(models.values())).non_embedding_params
 
 
-def _check_window_keeps_every_budget(grid: GridConfig, runs: list[PlannedRun]) -> None:
+def _check_window_keeps_every_budget(grid: GridConfig, runs: list[PlannedRun], sizes: set[int]) -> None:
     """A ``tokens_per_parameter`` window that leaves a budget without any model is a mistake in the grid."""
     if not grid.tokens_per_parameter:
         return
@@ -233,12 +237,11 @@ def _check_window_keeps_every_budget(grid: GridConfig, runs: list[PlannedRun]) -
     empty = [b for b in grid.budgets if not any(same_budget(b, t) for t in trained)]
     if empty:
         low, high = grid.tokens_per_parameter
-        sizes = sorted({_params({o: _model_for(e, o) for o in grid.objectives if e.preset_for(o)})
-                        for e in grid.models})
-        wanted = ", ".join(f"{b:g}: N in [{math.sqrt(b / (6 * high)):,.0f}, {math.sqrt(b / (6 * low)):,.0f}]"
-                           for b in empty)
+        # D/N = C / (6 N^2) = r  <=>  N = sqrt(C / (6 r))
+        size_at = lambda b, r: math.sqrt(b / (FLOPS_PER_PARAM_PER_TOKEN * r))  # noqa: E731
+        wanted = ", ".join(f"{b:g}: N in [{size_at(b, high):,.0f}, {size_at(b, low):,.0f}]" for b in empty)
         raise ValueError(f"tokens_per_parameter=[{low:g}, {high:g}] leaves no model at budget(s) {wanted} "
-                         f"(the grid's sizes: {', '.join(f'{n:,}' for n in sizes)}): widen the window, "
+                         f"(the grid's sizes: {', '.join(f'{n:,}' for n in sorted(sizes))}): widen the window, "
                          "add a model of that size, or drop the budget")
 
 

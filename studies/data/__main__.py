@@ -114,7 +114,7 @@ def _fetch(corpus, dest) -> int:
     from .corpora import RECORD, fetch, is_fetched
 
     try:
-        already = dest is None and is_fetched(corpus.dest) or dest is not None and is_fetched(dest)
+        already = is_fetched(dest if dest is not None else corpus.dest)
         folder = fetch(corpus, dest)
     except (OSError, ValueError, RuntimeError) as error:
         print(f"error: {error}", file=sys.stderr)
