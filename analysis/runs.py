@@ -343,6 +343,8 @@ def load_grid(grid: str, *, tracking_uri: str | None = None, runs_dir: str | Pat
         tags = run.data.tags
         if tags.get("kind") == "launch":
             continue  # a launch's parent run holds no measurements
+        if tags.get("role") == "trunk":
+            continue  # a branched grid's shared stable phase; its branches are the grid's runs
         latest = dict(run.data.metrics)
         identity = _run_identity(run, latest)
         reason = None

@@ -31,6 +31,11 @@ class ScheduleConfig:
     ``final_ratio`` x peak at the end (LLaDA 8B: 4e-4 to 1.2T tokens, 1e-4 to 2.0T, then to 1e-5 at
     2.3T, i.e. drop_at=0.52, drop_ratio=0.25, decay_start=0.87, final_ratio=0.025).
     ``cosine`` warms up the same way and follows a half cosine to ``final_ratio`` x peak.
+    ``cooldown`` is the warmup-stable-decay of MiniCPM (Hu et al. 2024) and Hägele et al. 2024: warm
+    up, hold the peak, and cool down to ``final_ratio`` x peak over the last ``cooldown_fraction`` of
+    the run, linearly or as 1 - sqrt (Hägele et al.'s best shape). Its stable phase does not depend on
+    the run's length, so one constant-rate trunk serves every budget: a run of S steps is the trunk up
+    to step S - cooldown_steps(S) plus its own cooldown (``sweeps/branching.py``).
     Warmup is capped at ``max_warmup_fraction`` of training so that small budgets still train.
     """
 
@@ -41,6 +46,18 @@ class ScheduleConfig:
     drop_ratio: float = 0.25
     decay_start: float = 0.87
     final_ratio: float = 0.025
+    cooldown_fraction: float = 0.2  # cooldown: Hägele et al. 2024 match cosine with 10-20 %
+    cooldown_shape: str = "linear"  # cooldown: linear or 1-sqrt
+
+
+SCHEDULE_KINDS = ("wsd", "cosine", "constant", "cooldown")
+COOLDOWN_SHAPES = ("linear", "1-sqrt")
+
+
+def cooldown_steps(total_steps: int, cooldown_fraction: float) -> int:
+    """Optimizer steps of a ``cooldown`` run's cooldown: the last ``cooldown_fraction`` of its steps,
+    rounded to the nearest step. The run branches from its trunk at ``total_steps - cooldown_steps``."""
+    return int(math.floor(cooldown_fraction * total_steps + 0.5))
 
 
 @dataclass
@@ -78,4 +95,21 @@ def lr_multiplier(step: int, total_steps: int, schedule: ScheduleConfig) -> floa
         span = max(1.0 - schedule.decay_start, 1e-12)
         fraction = min((progress - schedule.decay_start) / span, 1.0)
         return schedule.drop_ratio + (schedule.final_ratio - schedule.drop_ratio) * fraction
-    raise ValueError(f"unknown schedule kind {schedule.kind!r}; use wsd, cosine or constant")
+    if schedule.kind == "cooldown":
+        # Steps up to and including the branch point run at exactly the peak, so a run started from
+        # its trunk's checkpoint there (whose optimizer holds the trunk's rate) continues as one
+        # trained from scratch would.
+        length = cooldown_steps(total_steps, schedule.cooldown_fraction)
+        into = step - (total_steps - length)
+        if length == 0 or into <= 0:
+            return 1.0
+        x = min(into / length, 1.0)
+        if schedule.cooldown_shape == "linear":
+            remaining = 1.0 - x
+        elif schedule.cooldown_shape == "1-sqrt":
+            remaining = 1.0 - math.sqrt(x)
+        else:
+            raise ValueError(f"unknown schedule.cooldown_shape {schedule.cooldown_shape!r}; use "
+                             f"{' or '.join(COOLDOWN_SHAPES)}")
+        return schedule.final_ratio + (1.0 - schedule.final_ratio) * remaining
+    raise ValueError(f"unknown schedule kind {schedule.kind!r}; use {', '.join(SCHEDULE_KINDS)}")

@@ -21,6 +21,7 @@ import zipfile
 from pathlib import Path
 from typing import Any, Optional
 
+import lightning as L
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 
 PARTIAL = ".partial-"
@@ -85,6 +86,62 @@ def resume_checkpoint(last: Path) -> Optional[Path]:
         return previous
     raise RuntimeError(f"{last} is {problem} and {previous} is {readable(previous)}: no checkpoint to resume "
                        f"from; move them away to train the run from the start")
+
+
+def start_checkpoint(last: Path, cfg) -> Optional[Path]:
+    """Where a run starts: its own newest checkpoint (``resume_checkpoint``); for a branch without
+    one, its trunk's checkpoint at the branch point; else None (step 0). A branch whose trunk
+    checkpoint is missing trains from step 0, which gives the same run at the full cost."""
+    from studies.config import branch_checkpoint
+
+    own = resume_checkpoint(last)
+    if own is not None or cfg.branching.role != "branch":
+        return own
+    trunk = branch_checkpoint(cfg.branching.trunk_dir, cfg.branching.branch_step)
+    problem = readable(trunk)
+    if problem is None:
+        print(f"[checkpoints] {cfg.name}: starting from the trunk at step {cfg.branching.branch_step} ({trunk})",
+              file=sys.stderr, flush=True)
+        return trunk
+    print(f"[checkpoints] {cfg.name}: the trunk checkpoint {trunk} is {problem}; training from step 0 "
+          "(the same run, at its full cost)", file=sys.stderr, flush=True)
+    return None
+
+
+class BranchCheckpoints(L.Callback):
+    """A trunk keeps a checkpoint at each branch point, right after that optimizer step (where
+    ``ModelCheckpoint`` would save): an exact resume point from which a branch trains its cooldown."""
+
+    def __init__(self, steps, out_dir: Path) -> None:
+        self.steps = set(int(s) for s in steps)
+        self.out_dir = Path(out_dir)
+        self._done: set[int] = set()  # once per step: accumulation calls this hook per micro-batch
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        """A run resumed exactly at a branch point (its last save came before the branch checkpoint)
+        already holds that state in the checkpoint it resumed from: keep a copy of it."""
+        import shutil
+
+        from studies.config import branch_checkpoint
+
+        step = trainer.global_step
+        self._done.add(step)  # the first batch-end at this step comes mid-way through the next step
+        target = branch_checkpoint(self.out_dir, step)
+        if step in self.steps and trainer.ckpt_path and not target.exists() and trainer.global_rank == 0:
+            partial = target.with_name(f"{target.name}{PARTIAL}{os.getpid()}")
+            shutil.copyfile(trainer.ckpt_path, partial)
+            os.replace(partial, target)
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        from studies.config import branch_checkpoint
+
+        step = trainer.global_step
+        if step not in self.steps or step in self._done:
+            return
+        self._done.add(step)
+        target = branch_checkpoint(self.out_dir, step)
+        if not target.exists():
+            trainer.save_checkpoint(target)
 
 
 def _fsync_dir(folder: Path) -> None:

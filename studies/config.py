@@ -10,11 +10,12 @@ This module imports no torch: the launcher's dry run builds and hashes these con
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
+from pathlib import Path
 from typing import Any, List, Optional
 
 from models.config import ModelConfig, preset
 from studies.credentials import check_no_credentials
-from models.recipe import MDMConfig, OptimConfig, ScheduleConfig
+from models.recipe import COOLDOWN_SHAPES, SCHEDULE_KINDS, MDMConfig, OptimConfig, ScheduleConfig
 from studies.data.config import DataConfig
 
 OBJECTIVES = ("arm", "mdm")
@@ -94,6 +95,33 @@ class StudyConfig:
 STUDY_SECTIONS = tuple(f.name for f in fields(StudyConfig))
 
 
+ROLES = ("run", "trunk", "branch")
+
+
+@dataclass
+class BranchingConfig:
+    """A run's place in a branched grid (``sweeps/branching.py``), set by the planner.
+
+    - ``run``: trained from step 0.
+    - ``trunk``: the constant-rate stable phase shared by the budgets of one (objective, model,
+      seed); it keeps a checkpoint at each of ``branch_steps``.
+    - ``branch``: starts from the trunk's checkpoint at ``branch_step`` (when it exists) and trains
+      its own cooldown. Its schedule, data order and MDM noise make it equal, step for step, to the
+      same config trained from step 0, so this section decides how a run is executed, never what it
+      computes, and is not part of a run's identity (``RESULT_NEUTRAL_FIELDS``).
+    """
+
+    role: str = "run"
+    trunk_dir: str = ""  # branch: the trunk's out_dir
+    branch_step: int = 0  # branch: the trunk step its cooldown starts from
+    branch_steps: List[int] = field(default_factory=list)  # trunk: the steps it keeps a checkpoint at
+
+
+def branch_checkpoint(trunk_dir: str | Path, step: int) -> Path:
+    """Where a trunk keeps the checkpoint its branch at ``step`` starts from."""
+    return Path(trunk_dir) / "checkpoints" / f"branch-step{int(step)}.ckpt"
+
+
 @dataclass
 class RunConfig(StudyConfig):
     """One run: the study sections plus what the planner sets per run."""
@@ -105,10 +133,12 @@ class RunConfig(StudyConfig):
     out_dir: str = "runs/adhoc/run"
     model: ModelConfig = field(default_factory=lambda: preset("tiny"))
     budget: BudgetConfig = field(default_factory=BudgetConfig)
+    branching: BranchingConfig = field(default_factory=BranchingConfig)
 
 
-# Fields that decide where a run lives and reports, how it shows progress and how often it saves a
-# checkpoint (a resume is exact, so the cadence changes no value), never what it computes. A run's
+# Fields that decide where a run lives and reports, how it shows progress, how often it saves a
+# checkpoint (a resume is exact, so the cadence changes no value) and whether it starts from a trunk
+# (a branch equals the run trained from step 0), never what it computes. A run's
 # identity leaves them out: the planner's run key, and the claim of a run folder by a later launch.
 RESULT_NEUTRAL_FIELDS = (
     ("out_dir",),
@@ -116,6 +146,7 @@ RESULT_NEUTRAL_FIELDS = (
     ("trainer", "progress_bar"),
     ("trainer", "progress_bar_refresh_steps"),
     ("trainer", "checkpoint_every_n_steps"),
+    ("branching",),
 )
 
 
@@ -154,16 +185,48 @@ def check_run_config(cfg: RunConfig) -> None:
     if cfg.budget.steps < 1:
         raise ValueError("budget.steps must be at least 1 (the planner sets it from the FLOP budget)")
     s = cfg.schedule
-    if s.kind not in ("wsd", "cosine", "constant"):
-        raise ValueError(f"schedule.kind must be wsd, cosine or constant, got {s.kind!r}")
+    if s.kind not in SCHEDULE_KINDS:
+        raise ValueError(f"schedule.kind must be one of {', '.join(SCHEDULE_KINDS)}, got {s.kind!r}")
+    if s.cooldown_shape not in COOLDOWN_SHAPES:
+        raise ValueError(f"schedule.cooldown_shape must be {' or '.join(COOLDOWN_SHAPES)}, got {s.cooldown_shape!r}")
+    if not 0 <= s.cooldown_fraction < 1:
+        raise ValueError(f"schedule.cooldown_fraction={s.cooldown_fraction} must lie in [0, 1) "
+                         "(Hägele et al. 2024: 0.1 to 0.2)")
     if s.kind == "wsd" and not 0 <= s.drop_at <= s.decay_start <= 1:
         raise ValueError("schedule needs 0 <= drop_at <= decay_start <= 1")
     if t.progress_bar_refresh_steps < 1:
         raise ValueError(f"trainer.progress_bar_refresh_steps must be at least 1, got {t.progress_bar_refresh_steps}")
     check_no_credentials(cfg.tracking.uri, "tracking.uri")
     check_no_credentials(cfg.tracking.artifact_location, "tracking.artifact_location")
+    _check_branching(cfg)
     if cfg.mdm.t_sampling not in ("uniform", "stratified"):
         raise ValueError(f"mdm.t_sampling must be uniform or stratified, got {cfg.mdm.t_sampling!r}")
+
+
+def _check_branching(cfg: RunConfig) -> None:
+    from models.recipe import cooldown_steps
+
+    b, s = cfg.branching, cfg.schedule
+    if b.role not in ROLES:
+        raise ValueError(f"branching.role must be one of {', '.join(ROLES)}, got {b.role!r}")
+    if b.role == "run":
+        return
+    if s.kind != "cooldown":
+        raise ValueError(f"branching.role={b.role} needs schedule.kind=cooldown, whose stable phase does not "
+                         f"depend on the run's length; got {s.kind!r}")
+    if b.role == "branch":
+        expected = cfg.budget.steps - cooldown_steps(cfg.budget.steps, s.cooldown_fraction)
+        if not b.trunk_dir or b.branch_step != expected:
+            raise ValueError(f"a branch of {cfg.budget.steps} steps with cooldown_fraction={s.cooldown_fraction} "
+                             f"starts at step {expected}, and needs branching.trunk_dir; got branch_step="
+                             f"{b.branch_step}, trunk_dir={b.trunk_dir!r}")
+    else:
+        steps = list(b.branch_steps)
+        if not steps or steps != sorted(set(steps)) or steps[0] < 1 or steps[-1] != cfg.budget.steps:
+            raise ValueError(f"a trunk's branching.branch_steps must rise strictly from 1 or more and end at "
+                             f"its budget.steps={cfg.budget.steps}; got {steps}")
+        if s.cooldown_fraction != 0:
+            raise ValueError("a trunk never cools down: it needs schedule.cooldown_fraction=0")
 
 
 def accumulate_grad_batches(trainer: TrainerConfig) -> int:

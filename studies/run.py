@@ -1,12 +1,19 @@
 """Train (and evaluate) one run from a resolved config: the single entry point every job executes.
 
-    python -m studies.run runs/GRID/KEY/config.yaml [dotlist overrides]
+    python -m studies.run runs/GRID/KEY/config.yaml [dotlist overrides] [--until-step N]
 
 A run lives in its ``out_dir``: the resolved ``config.yaml``, ``checkpoints/`` (``last.ckpt`` while
 training, ``final.ckpt`` at the end), training logs, and ``result.json``, written last, which marks
 the run finished. Re-running a finished run does nothing; re-running an interrupted one resumes
 from ``last.ckpt`` (model, optimizer, schedule, step and data position), so a requeued job continues
 exactly where it stopped.
+
+In a branched grid (``sweeps/branching.py``) a trunk is trained in segments,
+
+    python -m studies.run TRUNK/config.yaml --until-step N
+
+each ending at one of its branch points with ``checkpoints/branch-stepN.ckpt``, and a branch starts
+from its trunk's checkpoint instead of from step 0.
 """
 
 from __future__ import annotations
@@ -20,7 +27,7 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from studies.config import RunConfig, accumulate_grad_batches, result_determining
+from studies.config import RunConfig, accumulate_grad_batches, branch_checkpoint, result_determining
 from studies.validation import ConfigError, first_line, validate_run
 
 RESULT_FILE = "result.json"
@@ -78,16 +85,33 @@ def _determining(cfg: RunConfig) -> dict:
     return result_determining(OmegaConf.to_container(OmegaConf.structured(cfg), resolve=True))
 
 
-def run(cfg: RunConfig, callbacks: list | None = None) -> dict:
+def _check_until_step(cfg: RunConfig, until_step: int | None) -> None:
+    if until_step is None:
+        return
+    steps = list(cfg.branching.branch_steps)
+    if cfg.branching.role != "trunk" or until_step not in steps:
+        raise ConfigError(f"--until-step {until_step}: only a trunk stops early, at one of its branch points "
+                          f"(branching.branch_steps of this config: {steps or 'none, it is not a trunk'})")
+
+
+def run(cfg: RunConfig, callbacks: list | None = None, *, until_step: int | None = None) -> dict:
     """Train one run to its step budget and return its result (also written to result.json).
 
-    ``callbacks`` are extra Lightning callbacks (instrumentation, custom evaluation)."""
+    ``callbacks`` are extra Lightning callbacks (instrumentation, custom evaluation). ``until_step``:
+    train a trunk only up to that branch point (one segment), keeping its branch checkpoint and
+    ``last.ckpt`` there; the run finishes when a segment reaches ``budget.steps``."""
     validate_run(cfg)
+    _check_until_step(cfg, until_step)
+    segment = until_step is not None and until_step < cfg.budget.steps
     out = _claim_out_dir(cfg)
     result_path = out / RESULT_FILE
     if result_path.exists():
         print(f"[studies.run] {cfg.name}: already finished ({result_path})", flush=True)
         return json.loads(result_path.read_text())
+    if segment and branch_checkpoint(out, until_step).exists():
+        print(f"[studies.run] {cfg.name}: segment to step {until_step} already trained "
+              f"({branch_checkpoint(out, until_step)})", flush=True)
+        return {"name": cfg.name, "segment_end": until_step}
     final_checkpoint = out / "checkpoints" / "final.ckpt"
     if final_checkpoint.exists() and not (out / "checkpoints" / "last.ckpt").exists():
         raise RunFolderConflict(
@@ -101,7 +125,7 @@ def run(cfg: RunConfig, callbacks: list | None = None) -> dict:
     from models.config import training_flops_per_token
     from models.lightning import LanguageModel
     from studies.callbacks import DataEpochs, progress_bar
-    from studies.checkpoints import PREVIOUS, AtomicCheckpointIO, resume_checkpoint
+    from studies.checkpoints import PREVIOUS, AtomicCheckpointIO, BranchCheckpoints, resume_checkpoint, start_checkpoint
     from studies.preemption import CheckpointAndRequeue, cluster_plugins
     from studies.data.loader import TokenDataModule
     from studies.data.prepare import load_metadata, prepare_dataset
@@ -144,6 +168,8 @@ def run(cfg: RunConfig, callbacks: list | None = None) -> dict:
 
         evaluation = DownstreamEval.from_config(cfg.eval, data_dir=data_dir, total_steps=cfg.budget.steps,
                                                 results_dir=out / "eval")
+    if cfg.branching.role == "branch":
+        _nest_under_trunk(cfg, out)
     tracker = _tracker(cfg, out)
     loggers = [CSVLogger(out, name="logs")]  # a new version_N per attempt: a restart never overwrites
     if tracker is not None:
@@ -151,8 +177,9 @@ def run(cfg: RunConfig, callbacks: list | None = None) -> dict:
 
         loggers.append(TrackerLogger(tracker))
     accumulate = accumulate_grad_batches(t)
+    trunk = [BranchCheckpoints(cfg.branching.branch_steps, out)] if cfg.branching.role == "trunk" else []
     trainer = L.Trainer(
-        max_steps=cfg.budget.steps,
+        max_steps=until_step if segment else cfg.budget.steps,
         accelerator=t.accelerator,
         devices=t.devices,
         num_nodes=t.num_nodes,
@@ -174,6 +201,7 @@ def run(cfg: RunConfig, callbacks: list | None = None) -> dict:
             DataEpochs(),
             CheckpointAndRequeue(checkpoints / "last.ckpt"),  # SLURM --signal / preemption
             *([evaluation] if evaluation is not None else []),
+            *trunk,
             ModelCheckpoint(
                 dirpath=checkpoints,
                 filename="step{step}",
@@ -187,8 +215,10 @@ def run(cfg: RunConfig, callbacks: list | None = None) -> dict:
     )
     last = checkpoints / "last.ckpt"
     try:
-        resume = resume_checkpoint(last)
+        resume = start_checkpoint(last, cfg)
         trainer.fit(module, datamodule=datamodule, ckpt_path=str(resume) if resume else None)
+        if segment:
+            return _end_segment(cfg, trainer, until_step, last)
         final = checkpoints / "final.ckpt"
         trainer.save_checkpoint(final)
         train_metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
@@ -234,6 +264,44 @@ def run(cfg: RunConfig, callbacks: list | None = None) -> dict:
     return result
 
 
+def _end_segment(cfg: RunConfig, trainer, until_step: int, last: Path) -> dict:
+    """A trunk segment that reached its branch point: that checkpoint becomes ``last.ckpt``, from
+    which the next segment resumes. The MLflow run stays open for the next segment."""
+    import os
+
+    from studies.checkpoints import PREVIOUS
+
+    kept = branch_checkpoint(cfg.out_dir, until_step)
+    if trainer.global_step != until_step or not kept.exists():
+        raise RunFolderConflict(
+            f"{cfg.out_dir}: the trunk stopped at step {trainer.global_step} without a checkpoint at step "
+            f"{until_step} (it was already past that step); its branch at step {until_step} trains from step 0")
+    if trainer.global_rank == 0:
+        partial = last.with_name(f"{last.name}.partial-{os.getpid()}")
+        try:
+            os.link(kept, partial)  # the same bytes: a hard link where the filesystem allows it
+        except OSError:
+            import shutil
+
+            shutil.copyfile(kept, partial)
+        if last.exists():
+            os.replace(last, last.with_name(last.name + PREVIOUS))
+        os.replace(partial, last)
+        print(f"[studies.run] {cfg.name}: segment done at step {until_step} ({kept})", flush=True)
+    return {"name": cfg.name, "segment_end": until_step}
+
+
+def _nest_under_trunk(cfg: RunConfig, out: Path) -> None:
+    """A branch's MLflow run is created as a child of its trunk's (``mlflow.parentRunId``)."""
+    from studies.tracking import read_tracking_file, write_tracking_file
+
+    if not cfg.tracking.enabled or read_tracking_file(out).get("run_id"):
+        return
+    trunk_run = read_tracking_file(cfg.branching.trunk_dir).get("run_id")
+    if trunk_run:
+        write_tracking_file(out, parent_run_id=trunk_run)
+
+
 def _tracker(cfg: RunConfig, out: Path):
     """The run's MLflow tracker, or None when tracking is disabled."""
     if not cfg.tracking.enabled:
@@ -253,15 +321,25 @@ def main(argv: list[str] | None = None) -> int:
     if not argv or argv[0] in ("-h", "--help"):
         print(__doc__)
         return 0 if argv else 2
+    until_step = None
+    if "--until-step" in argv:
+        at = argv.index("--until-step")
+        value = argv[at + 1] if at + 1 < len(argv) else ""
+        if not value.isdigit():
+            print(f"error: --until-step needs a step number, got {value!r}", file=sys.stderr, flush=True)
+            return 2
+        until_step = int(value)
+        del argv[at:at + 2]
     try:
         cfg = load_run_config(argv[0], argv[1:])
         validate_run(cfg)
+        _check_until_step(cfg, until_step)
     except (ConfigError, FileNotFoundError, OmegaConfBaseException) as error:
         # A user's mistake, found before anything is written: one line, exit 2.
         print(f"error: {first_line(error)}", file=sys.stderr, flush=True)
         return 2
     try:
-        result = run(cfg)
+        result = run(cfg, until_step=until_step)
     except RunFolderConflict as error:
         print(f"error: {first_line(error)}", file=sys.stderr, flush=True)
         return 2

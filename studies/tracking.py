@@ -145,9 +145,21 @@ def run_tags(config: dict, run_key: str) -> dict[str, str]:
         "tokens": str(budget.get("tokens")),
         "flops_budget": repr(float(budget.get("flops_budget", 0.0))),
         "flops": repr(float(budget.get("flops", 0.0))),
+        **_branching_tags(config.get("branching") or {}),
         **git_state(),
         **environment_tags(),
     }
+
+
+def _branching_tags(branching: dict) -> dict[str, str]:
+    """``role`` (trunk or branch) and a branch's ``branch_step``: the analysis uses branches as the
+    grid's runs and leaves trunks out."""
+    role = branching.get("role", "run")
+    if role == "trunk":
+        return {"role": "trunk"}
+    if role == "branch":
+        return {"role": "branch", "branch_step": str(branching.get("branch_step"))}
+    return {}
 
 
 def run_display_name(config: dict) -> str:

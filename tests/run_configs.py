@@ -3,6 +3,7 @@ callbacks that interrupt a run."""
 
 from __future__ import annotations
 
+import csv
 from pathlib import Path
 
 import lightning as L
@@ -47,3 +48,14 @@ class CrashAt(L.Callback):
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
         if trainer.global_step == self.step:
             raise RuntimeError("injected crash")
+
+
+def train_losses(out_dir) -> dict[int, float]:
+    """Per-step train/loss from every CSV log version of a run (one version per attempt)."""
+    losses = {}
+    for path in sorted((Path(out_dir) / "logs").glob("version_*/metrics.csv")):
+        with open(path) as handle:
+            for row in csv.DictReader(handle):
+                if row.get("train/loss"):
+                    losses[int(row["step"])] = float(row["train/loss"])
+    return losses

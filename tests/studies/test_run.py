@@ -2,30 +2,18 @@
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 
 import pytest
 import torch
 
-from run_configs import CrashAt, tiny_run_config
+from run_configs import CrashAt, tiny_run_config, train_losses
 from studies.run import run
 
 
 @pytest.fixture(scope="module")
 def data_cache(tmp_path_factory):
     return tmp_path_factory.mktemp("data")
-
-
-def train_losses(out_dir) -> dict[int, float]:
-    """Per-step train/loss from every CSV log version of a run (one version per attempt)."""
-    losses = {}
-    for path in sorted((out_dir / "logs").glob("version_*/metrics.csv")):
-        with open(path) as handle:
-            for row in csv.DictReader(handle):
-                if row.get("train/loss"):
-                    losses[int(row["step"])] = float(row["train/loss"])
-    return losses
 
 
 @pytest.mark.parametrize("objective", ["arm", "mdm"])
