@@ -97,8 +97,8 @@ def start_checkpoint(last: Path, cfg) -> Optional[Path]:
     own = resume_checkpoint(last)
     if own is not None or cfg.branching.role != "branch":
         return own
-    trunk = branch_checkpoint(cfg.branching.trunk_dir, cfg.branching.branch_step)
-    problem = readable(trunk)
+    trunk = branch_checkpoint(cfg.branching.trunk_dir or "<no branching.trunk_dir>", cfg.branching.branch_step)
+    problem = readable(trunk) if cfg.branching.trunk_dir else "not given"
     if problem is None:
         print(f"[checkpoints] {cfg.name}: starting from the trunk at step {cfg.branching.branch_step} ({trunk})",
               file=sys.stderr, flush=True)

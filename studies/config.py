@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, List, Optional
+from typing import Any, List, Optional, Sequence
 
 from models.config import ModelConfig, preset
 from studies.credentials import check_no_credentials
@@ -216,10 +216,9 @@ def _check_branching(cfg: RunConfig) -> None:
                          f"depend on the run's length; got {s.kind!r}")
     if b.role == "branch":
         expected = cfg.budget.steps - cooldown_steps(cfg.budget.steps, s.cooldown_fraction)
-        if not b.trunk_dir or b.branch_step != expected:
+        if b.branch_step != expected:
             raise ValueError(f"a branch of {cfg.budget.steps} steps with cooldown_fraction={s.cooldown_fraction} "
-                             f"starts at step {expected}, and needs branching.trunk_dir; got branch_step="
-                             f"{b.branch_step}, trunk_dir={b.trunk_dir!r}")
+                             f"starts at step {expected}; got branching.branch_step={b.branch_step}")
     else:
         steps = list(b.branch_steps)
         if not steps or steps != sorted(set(steps)) or steps[0] < 1 or steps[-1] != cfg.budget.steps:
@@ -227,6 +226,16 @@ def _check_branching(cfg: RunConfig) -> None:
                              f"its budget.steps={cfg.budget.steps}; got {steps}")
         if s.cooldown_fraction != 0:
             raise ValueError("a trunk never cools down: it needs schedule.cooldown_fraction=0")
+
+
+def eval_steps(at_fractions: Sequence[float], total_steps: int) -> List[int]:
+    """The optimizer steps of the evaluation points (sorted, unique)."""
+    if total_steps < 1:
+        raise ValueError(f"total_steps must be at least 1, got {total_steps}")
+    bad = [f for f in at_fractions if not 0.0 <= float(f) <= 1.0]
+    if bad:
+        raise ValueError(f"eval.at_fractions must lie in [0, 1] (fractions of the step budget), got {bad}")
+    return sorted({int(round(float(f) * total_steps)) for f in at_fractions})
 
 
 def accumulate_grad_batches(trainer: TrainerConfig) -> int:

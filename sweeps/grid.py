@@ -67,6 +67,9 @@ class GridConfig(StudyConfig):
     # smallest model at the largest budget would repeat a small corpus many times, and the largest
     # at the smallest budget would stop after a few dozen steps. Empty: the full cross product.
     tokens_per_parameter: List[float] = field(default_factory=list)
+    # One constant-rate trunk per (objective, model, seed), cooled down at each budget
+    # (sweeps/branching.py); needs schedule.kind=cooldown.
+    branching: bool = False
     cluster_profile: str = "local"  # slurm/clusters/<name>.yaml
     runs_dir: str = "runs"
 

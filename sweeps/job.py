@@ -13,19 +13,20 @@ import submitit
 
 
 class RunJob(submitit.helpers.Checkpointable):
-    def __init__(self, config_path: str) -> None:
+    def __init__(self, config_path: str, extra_args: list[str] | None = None) -> None:
         self.config_path = str(config_path)
+        self.extra_args = list(extra_args or [])  # a trunk segment's --until-step N
 
     def __call__(self) -> str:
         from studies.run import main  # heavy imports (torch, lightning) happen on the node only
 
-        code = main([self.config_path])
+        code = main([self.config_path, *self.extra_args])
         if code:
             raise RuntimeError(f"studies.run exited with code {code} for {self.config_path}")
         return self.config_path
 
     def __repr__(self) -> str:
-        return f"RunJob({self.config_path!r})"
+        return f"RunJob({self.config_path!r}{', ' + repr(self.extra_args) if self.extra_args else ''})"
 
 
 __all__ = ["RunJob"]

@@ -117,6 +117,11 @@ def main(argv: Optional[Sequence[str]] = None, *, command: Sequence[str] = RUN_C
             s = states[r.key]
             say(f"  {r.key} {r.name}: {s.detail}" + (f"; log: {s.log}" if s.log else ""))
 
+    if args.emit_sbatch and plan.trunks:
+        print("error: --emit-sbatch writes one job array, which cannot chain a branched grid's trunk segments; "
+              "launch with --cluster slurm (each segment and branch a job with afterok dependencies), or set "
+              "branching=false", file=sys.stderr)
+        return 2
     if args.emit_sbatch:
         from sweeps.sbatch import emit_sbatch
 
@@ -167,14 +172,15 @@ def main(argv: Optional[Sequence[str]] = None, *, command: Sequence[str] = RUN_C
             print(f"error: another local launch of grid {plan.grid} is running in {plan.runs_root}; wait for it "
                   f"or follow it with python sweeps/status.py --grid {args.grid}", file=sys.stderr)
             return 2
-        opened = _open_launch(plan, todo, log, "local", argv, say)
+        opened = _open_launch(plan, _with_trunks(plan, todo), log, "local", argv, say)
         if isinstance(opened, int):
             return opened
         todo, parent = opened
+        jobs, after = _jobs(plan, todo)
         parallel = plan.profile.local_parallel_runs if args.parallel is None else args.parallel
         stream = sys.stderr.buffer if machine_readable else sys.stdout.buffer
         try:
-            outcomes = run_local(todo, log, command=command, stream=stream, say=say, parallel=parallel)
+            outcomes = run_local(jobs, log, command=command, stream=stream, say=say, parallel=parallel, after=after)
         except BaseException:
             _end_parent(plan, parent, "KILLED")
             raise
@@ -187,6 +193,25 @@ def main(argv: Optional[Sequence[str]] = None, *, command: Sequence[str] = RUN_C
     if not bad and not args.no_analysis:
         _compare(plan, say)
     return 1 if bad else 0
+
+
+def _with_trunks(plan, todo) -> list:
+    """``todo`` and the trunks its branches need (sweeps.branching): MLflow runs are opened for both."""
+    if not plan.trunks:
+        return list(todo)
+    from sweeps.branching import jobs
+
+    needed = {id(job.trunk): job.trunk for job in jobs(plan.trunks, todo)[0] if hasattr(job, "trunk")}
+    return list(todo) + list(needed.values())
+
+
+def _jobs(plan, runs) -> tuple[list, dict]:
+    """The jobs that train ``runs`` (a branched grid's trunk segments first) and their prerequisites."""
+    if not plan.trunks:
+        return list(runs), {}
+    from sweeps.branching import TRUNK, jobs
+
+    return jobs(plan.trunks, [r for r in runs if r.role != TRUNK])
 
 
 def _prepare_tracking(plan, todo, say):
@@ -225,18 +250,19 @@ def _open_launch(plan, todo, log, executor: str, argv, say):
 
 
 def _submit_to_slurm(plan, todo, log, args, argv, say) -> int:
-    opened = _open_launch(plan, todo, log, "slurm", argv, say)
+    opened = _open_launch(plan, _with_trunks(plan, todo), log, "slurm", argv, say)
     if isinstance(opened, int):
         return opened
     todo, parent = opened
+    jobs, after = _jobs(plan, todo)
     try:
-        submit_slurm(todo, log, plan.profile, plan.grid, say=say)
+        submit_slurm(jobs, log, plan.profile, plan.grid, say=say, after=after)
     except RuntimeError as exc:
         _end_parent(plan, parent, "FAILED")
         print(f"error: {exc}", file=sys.stderr)
         return 2
     _end_parent(plan, parent, "FINISHED")  # the launch is done; its jobs' runs report for themselves
-    say(f"submitted {len(todo)} run(s); follow them with: python sweeps/status.py --grid {args.grid}")
+    say(f"submitted {len(jobs)} job(s); follow them with: python sweeps/status.py --grid {args.grid}")
     return 0
 
 

@@ -12,6 +12,10 @@ exists. Each run's output goes to ``<out_dir>/run.log``.
   run's progress as read from its log. Small CPU models gain: two one-thread runs of the smoke
   grid's model train about 1.3 times as many tokens per second as one two-thread run.
 
+A run may wait for another (``after``: a branch for its trunk segment, a segment for the one before
+it, ``sweeps.branching``); it starts as soon as that one finished, and fails without starting when
+that one failed.
+
 Ctrl-C, SIGTERM or SIGHUP stop every running run (each recorded as failed with exit code -2) and
 the sweep. A failed run does not stop the sweep; its exit code is recorded and reported.
 """
@@ -141,7 +145,7 @@ class _Started:
         self.log_path = run.out_dir / "run.log"
         say(f"{self.label} ({run.key}) ... running; log: {self.log_path}", flush=True)
         self.start = time.monotonic()
-        self.proc = subprocess.Popen([*command, str(config)], stdout=stdout, stderr=subprocess.STDOUT,
+        self.proc = subprocess.Popen([*command, str(config), *getattr(run, "extra_args", [])], stdout=stdout, stderr=subprocess.STDOUT,
                                      env=env, cwd=os.getcwd())
         self.job_id = local_job_id(self.proc.pid)
         try:
@@ -170,11 +174,11 @@ class _Started:
             self.log.exited(self.run.key, self.job_id, code, elapsed)
         except OSError as error:  # a full disk must not stop the sweep; status reads the run folder
             self.say(f"{self.label}: its exit could not be recorded in {self.log.path} ({error})", flush=True)
-        finished = code == 0 and (self.run.out_dir / "result.json").is_file()
+        finished = code == 0 and self.run.done()
         if finished:
             self.say(f"{self.label} finished in {_fmt_seconds(elapsed)}", flush=True)
         elif code == 0:
-            self.say(f"{self.label} FAILED: exited 0 without writing result.json after "
+            self.say(f"{self.label} FAILED: exited 0 without its result (result.json, or a trunk's branch checkpoint) after "
                      f"{_fmt_seconds(elapsed)}; log: {self.log_path}", flush=True)
         else:
             self.say(f"{self.label} FAILED (exit code {code}) after {_fmt_seconds(elapsed)}; "
@@ -182,10 +186,24 @@ class _Started:
         return LocalOutcome(self.run.key, self.run.name, code, elapsed, self.log_path, finished)
 
 
-def _not_started(run, index: int, total: int, error: OSError, say) -> LocalOutcome:
-    """A run whose folder, config or log could not be written (a full disk): failed, the sweep goes on."""
+def _not_started(run, index: int, total: int, error, say) -> LocalOutcome:
+    """A run whose folder, config or log could not be written (a full disk), or whose prerequisite
+    failed: failed, the sweep goes on."""
     say(f"[{index}/{total}] {run.name} FAILED: could not start ({error})", flush=True)
     return LocalOutcome(run.key, run.name, -1, 0.0, run.out_dir / "run.log", False)
+
+
+def _blocked(run, after: dict, outcomes_by_key: dict) -> str | None:
+    """Why ``run`` cannot start (its prerequisite failed), or None."""
+    needed = after.get(run.key)
+    if needed is not None and needed in outcomes_by_key and not outcomes_by_key[needed].finished:
+        return f"{outcomes_by_key[needed].name} failed before it"
+    return None
+
+
+def _ready(run, after: dict, outcomes_by_key: dict) -> bool:
+    needed = after.get(run.key)
+    return needed is None or needed in outcomes_by_key
 
 
 def run_local(
@@ -196,22 +214,31 @@ def run_local(
     stream: Optional[IO[bytes]] = None,
     say=print,
     parallel: int = 1,
+    after: Optional[dict] = None,
 ) -> list[LocalOutcome]:
-    """Run ``command + [config]`` for every run, ``parallel`` at a time (0 = one per core)."""
+    """Run ``command + [config] + run.extra_args`` for every run, ``parallel`` at a time (0 = one per
+    core). ``after`` maps a run key to the key of the run it waits for; ``runs`` lists that one first."""
     interrupts = _Interrupts()
+    keys = {run.key for run in runs}
+    after = {k: v for k, v in (after or {}).items() if v in keys}  # a prerequisite done already: none
     with interrupts.installed():
         parallel = resolve_parallel(parallel, len(runs))
         if parallel == 1:
-            return _one_at_a_time(runs, log, command, stream, say, interrupts)
-        return _side_by_side(runs, log, command, stream, say, parallel, interrupts)
+            return _one_at_a_time(runs, log, command, stream, say, interrupts, after)
+        return _side_by_side(runs, log, command, stream, say, parallel, interrupts, after)
 
 
-def _one_at_a_time(runs, log, command, stream, say, interrupts: _Interrupts) -> list[LocalOutcome]:
+def _one_at_a_time(runs, log, command, stream, say, interrupts: _Interrupts, after: dict) -> list[LocalOutcome]:
     """Each run's output is teed to its run.log and to ``stream`` (this terminal), live."""
     stream = stream if stream is not None else sys.stdout.buffer
     outcomes: list[LocalOutcome] = []
+    by_key: dict[str, LocalOutcome] = {}
     env = _env(threads=None)
     for index, run in enumerate(runs, 1):
+        blocked = _blocked(run, after, by_key)
+        if blocked:
+            outcomes.append(by_key.setdefault(run.key, _not_started(run, index, len(runs), blocked, say)))
+            continue
         try:
             run.out_dir.mkdir(parents=True, exist_ok=True)
             log_file = open(run.out_dir / "run.log", "ab")
@@ -244,9 +271,9 @@ def _one_at_a_time(runs, log, command, stream, say, interrupts: _Interrupts) -> 
             except OSError as error:
                 if started is not None:
                     raise
-                outcomes.append(_not_started(run, index, len(runs), error, say))
+                outcomes.append(by_key.setdefault(run.key, _not_started(run, index, len(runs), error, say)))
                 continue
-        outcomes.append(started.finish(code))
+        outcomes.append(by_key.setdefault(run.key, started.finish(code)))
     return outcomes
 
 
@@ -280,10 +307,14 @@ class _ProgressLine:
         self.shown = True
 
 
-def _side_by_side(runs, log, command, stream, say, parallel: int, interrupts: _Interrupts) -> list[LocalOutcome]:
-    """``parallel`` runs at once, largest first, each writing to its own run.log."""
+def _side_by_side(runs, log, command, stream, say, parallel: int, interrupts: _Interrupts,
+                  after: dict) -> list[LocalOutcome]:
+    """``parallel`` runs at once, largest first (runs others wait for before all), each writing to
+    its own run.log; a run whose prerequisite has not finished waits."""
     env = _env(threads=max(1, cpu_count() // parallel))
-    queue = sorted(enumerate(runs, 1), key=lambda item: -item[1].budget.flops)
+    awaited = set(after.values())
+    queue = sorted(enumerate(runs, 1), key=lambda item: (item[1].key not in awaited, -item[1].budget.flops))
+    by_key: dict[str, LocalOutcome] = {}
     line = _ProgressLine(stream if stream is not None else sys.stdout.buffer, say)
     line.say(f"running {len(runs)} runs, {parallel} at a time with {env['OMP_NUM_THREADS']} thread(s) each, "
              "largest first; each run's output goes to its log", flush=True)
@@ -292,8 +323,22 @@ def _side_by_side(runs, log, command, stream, say, parallel: int, interrupts: _I
     next_report = time.monotonic() + line.every
     try:
         while queue or active:
-            while queue and len(active) < parallel:
-                index, run = queue.pop(0)
+            while len(active) < parallel:
+                for item in queue:
+                    blocked = _blocked(item[1], after, by_key)
+                    if blocked:
+                        queue.remove(item)
+                        outcomes[item[0]] = by_key[item[1].key] = _not_started(item[1], item[0], len(runs),
+                                                                               blocked, line.say)
+                        break
+                    if _ready(item[1], after, by_key):
+                        break
+                else:
+                    break  # every queued run waits for a running one
+                if blocked:
+                    continue
+                queue.remove(item)
+                index, run = item
                 handle = None
                 try:
                     run.out_dir.mkdir(parents=True, exist_ok=True)
@@ -303,7 +348,7 @@ def _side_by_side(runs, log, command, stream, say, parallel: int, interrupts: _I
                 except OSError as error:
                     if handle is not None:
                         handle.close()
-                    outcomes[index] = _not_started(run, index, len(runs), error, line.say)
+                    outcomes[index] = by_key[run.key] = _not_started(run, index, len(runs), error, line.say)
             time.sleep(0.2)
             for item in list(active):
                 started, handle = item
@@ -311,7 +356,7 @@ def _side_by_side(runs, log, command, stream, say, parallel: int, interrupts: _I
                 if code is not None:
                     handle.close()
                     active.remove(item)
-                    outcomes[started.index] = started.finish(code)
+                    outcomes[started.index] = by_key[started.run.key] = started.finish(code)
             if active and time.monotonic() >= next_report:
                 line.show("  running: " + "; ".join(started.progress() for started, _ in active))
                 next_report = time.monotonic() + line.every

@@ -28,10 +28,11 @@ from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from models.config import preset
-from studies.config import BudgetConfig, RunConfig, result_determining
+from studies.config import BranchingConfig, BudgetConfig, RunConfig, result_determining
 from studies.validation import validate_run
 from sweeps.flops import (FLOPS_PER_PARAM_PER_TOKEN, BudgetPlan, budget_label, device_hours, model_flops_per_token,
                           plan_budget, same_budget, tokens_for_budget)
+from sweeps import branching as branched
 from sweeps.grid import STUDY_SECTIONS, GridConfig, ModelEntry, grid_name, in_window, load_grid, seeds_at
 from sweeps.profiles import ClusterProfile, load_profile
 
@@ -57,6 +58,24 @@ class PlannedRun:
     device_hours: float
     config: dict  # the resolved RunConfig as plain containers, out_dir included
     run_config: RunConfig
+    # What this run itself costs in a branched grid (its cooldown; a trunk: all of it); else device_hours.
+    own_device_hours: Optional[float] = None
+
+    @property
+    def role(self) -> str:
+        return self.config["branching"]["role"]
+
+    @property
+    def cooldown_device_hours(self) -> float:
+        return self.device_hours if self.own_device_hours is None else self.own_device_hours
+
+    @property
+    def extra_args(self) -> list[str]:
+        """Arguments of ``studies.run`` after the config (a trunk's segments add ``--until-step``)."""
+        return []
+
+    def done(self) -> bool:
+        return (self.out_dir / "result.json").is_file()
 
     @property
     def out_dir(self) -> Path:
@@ -82,6 +101,10 @@ class PlannedRun:
             "tokens_per_param": self.budget.tokens_per_param,
             "device_hours": self.device_hours,
             "out_dir": str(self.out_dir),
+            **({"role": self.role, "device_hours_branched": self.cooldown_device_hours,
+                **({"branch_step": self.config["branching"]["branch_step"]} if self.role == branched.BRANCH else
+                   {"branch_steps": list(self.config["branching"]["branch_steps"])})}
+               if self.role != "run" else {}),
         }
 
     def write_config(self) -> Path:
@@ -107,6 +130,7 @@ class Plan:
     profile: ClusterProfile
     runs_root: Path  # <runs_dir>/<grid>
     runs: list[PlannedRun]
+    trunks: list[PlannedRun] = dataclasses.field(default_factory=list)  # a branched grid's (sweeps/branching.py)
 
     @property
     def sweep_dir(self) -> Path:
@@ -145,7 +169,7 @@ def _container(section) -> dict:
         raise ValueError(f"{type(section).__name__}: {str(exc).splitlines()[0]}") from None
 
 
-def _resolved_config(run: RunConfig, sections: dict, model: dict) -> dict:
+def _resolved_config(run: RunConfig, sections: dict, model: dict, schedule: Optional[dict] = None) -> dict:
     """The run's config as plain containers, equal to ``OmegaConf.to_container(OmegaConf.structured(run))``.
 
     The grid-wide sections and each model are converted once per grid; converting every run through
@@ -161,6 +185,7 @@ def _resolved_config(run: RunConfig, sections: dict, model: dict) -> dict:
         "out_dir": str(run.out_dir),
         "model": copy.deepcopy(model),
         **copy.deepcopy(sections),
+        **({"schedule": _container(run.schedule), "eval": _container(run.eval)} if schedule else {}),
         "budget": {
             "flops_budget": float(b.flops_budget),
             "flops": float(b.flops),
@@ -168,6 +193,7 @@ def _resolved_config(run: RunConfig, sections: dict, model: dict) -> dict:
             "steps": int(b.steps),
             "non_embedding_params": int(b.non_embedding_params),
         },
+        "branching": _container(run.branching),
     }
 
 
@@ -178,21 +204,33 @@ def expand(grid: GridConfig, name: str, profile: ClusterProfile, runs_root: Path
     runs: list[PlannedRun] = []
     sizes: set[int] = set()
     several_seeds = len(grid.seeds) + len(grid.extra_seeds) > 1
+    if grid.branching:
+        branched.check_branchable(grid)
     for entry in grid.models:
         models = {o: _model_for(entry, o) for o in grid.objectives if entry.preset_for(o)}
         _check_twins(entry, models)
         if models:
             sizes.add(_params(models))
         model_containers = {o: _container(m) for o, m in models.items()}
-        for budget in grid.budgets:
-            if models and not in_window(grid, tokens_for_budget(budget, _params(models)) / _params(models)):
-                continue
+        budgets = [b for b in grid.budgets
+                   if not models or in_window(grid, tokens_for_budget(b, _params(models)) / _params(models))]
+        warmups = _group_warmups(grid, models, budgets) if grid.branching and models else {}
+        for budget in budgets:
             for seed in seeds_at(grid, budget):
                 for objective, model in models.items():
                     n = model.non_embedding_params
                     t = grid.trainer
                     plan = plan_budget(budget, n, t.global_batch_size, t.seq_len, model=model.name)
                     label = f"{objective}-{model.name}-{budget_label(budget)}" + (f"-s{seed}" if several_seeds else "")
+                    per_run = {}
+                    if grid.branching:
+                        branched.check_eval_in_cooldown(grid, label, plan.steps)
+                        per_run = {
+                            "schedule": dataclasses.replace(grid.schedule, warmup_steps=warmups[seed],
+                                                            max_warmup_fraction=1.0),
+                            "branching": BranchingConfig(role=branched.BRANCH, branch_step=branched.branch_step(
+                                plan.steps, grid.schedule.cooldown_fraction)),
+                        }
                     cfg = RunConfig(
                         grid=name,
                         name=label,
@@ -207,14 +245,19 @@ def expand(grid: GridConfig, name: str, profile: ClusterProfile, runs_root: Path
                             steps=plan.steps,
                             non_embedding_params=n,
                         ),
-                        **sections,
+                        **{**sections, **per_run},
                     )
-                    config = _resolved_config(cfg, section_containers, model_containers[objective])
+                    config = _resolved_config(cfg, section_containers, model_containers[objective],
+                                              schedule=per_run.get("schedule"))
                     key = run_key(config)
                     config["out_dir"] = cfg.out_dir = str(runs_root / key)
                     per_token = model_flops_per_token(n, model.n_layers, t.seq_len, model.d_model)
                     hours = device_hours(plan.tokens * per_token, profile.peak_tflops * 1e12, profile.mfu)
-                    runs.append(PlannedRun(key, label, objective, model.name, seed, plan, hours, config, cfg))
+                    own = None
+                    if grid.branching:
+                        cooldown = plan.steps - cfg.branching.branch_step
+                        own = hours * cooldown / plan.steps
+                    runs.append(PlannedRun(key, label, objective, model.name, seed, plan, hours, config, cfg, own))
     _check_window_keeps_every_budget(grid, runs, sizes)
     seen: dict[str, str] = {}
     for run in runs:
@@ -222,6 +265,43 @@ def expand(grid: GridConfig, name: str, profile: ClusterProfile, runs_root: Path
             raise ValueError(f"runs {seen[run.key]} and {run.name} resolve to the same config: a model is listed twice")
         seen[run.key] = run.name
     return runs
+
+
+def _group_warmups(grid: GridConfig, models: dict, budgets: list[float]) -> dict[int, int]:
+    """Per seed, the warmup shared by the runs of one branched (model, seed) group: capped at the
+    group's shortest run (twins share N and so the step counts)."""
+    model = next(iter(models.values()))
+    t = grid.trainer
+    shortest: dict[int, int] = {}
+    for budget in budgets:
+        steps = plan_budget(budget, model.non_embedding_params, t.global_batch_size, t.seq_len, model=model.name).steps
+        for seed in seeds_at(grid, budget):
+            shortest[seed] = min(shortest.get(seed, steps), steps)
+    return {seed: branched.group_warmup(grid.schedule, steps) for seed, steps in shortest.items()}
+
+
+def add_trunks(runs: list[PlannedRun], grid: GridConfig, profile: ClusterProfile, runs_root: Path,
+               several_seeds: bool) -> list[PlannedRun]:
+    """One trunk per (objective, model, seed) of a branched grid; each branch learns its trunk's folder."""
+    trunks = []
+    for (objective, model_name, seed), members in branched.groups(runs).items():
+        steps = sorted({m.run_config.branching.branch_step for m in members})
+        first = members[0].run_config
+        name = f"{objective}-{model_name}-trunk" + (f"-s{seed}" if several_seeds else "")
+        cfg = branched.trunk_config(first, name, steps[-1], steps)
+        config = OmegaConf.to_container(OmegaConf.structured(cfg), resolve=True)
+        key = run_key(config)
+        config["out_dir"] = cfg.out_dir = str(runs_root / key)
+        m = cfg.model
+        per_token = model_flops_per_token(m.non_embedding_params, m.n_layers, cfg.trainer.seq_len, m.d_model)
+        hours = device_hours(cfg.budget.tokens * per_token, profile.peak_tflops * 1e12, profile.mfu)
+        plan = plan_budget(cfg.budget.flops, m.non_embedding_params, cfg.trainer.global_batch_size,
+                           cfg.trainer.seq_len, tolerance=1.0)
+        trunk = PlannedRun(key, name, objective, model_name, seed, plan, hours, config, cfg, hours)
+        trunks.append(trunk)
+        for member in members:
+            member.run_config.branching.trunk_dir = member.config["branching"]["trunk_dir"] = str(trunk.out_dir)
+    return trunks
 
 
 def _params(models: dict) -> int:
@@ -303,8 +383,12 @@ def plan_grid(
     cluster = load_profile(profile_name)
     root = Path(runs_dir or config.runs_dir).expanduser().resolve() / name
     filters = parse_only(only)
-    runs = select(expand(config, name, cluster, root), filters)
-    return Plan(name, config, profile_name, cluster, root, runs)
+    every = expand(config, name, cluster, root)
+    several_seeds = len(config.seeds) + len(config.extra_seeds) > 1
+    trunks = add_trunks(every, config, cluster, root, several_seeds) if config.branching else []
+    runs = select(every, filters)
+    wanted = {r.config["branching"]["trunk_dir"] for r in runs}
+    return Plan(name, config, profile_name, cluster, root, runs, [t for t in trunks if str(t.out_dir) in wanted])
 
 
 def load_resolved(path: str | Path) -> dict[str, Any]:

@@ -45,7 +45,18 @@ def plan_table(plan, states: Optional[dict[str, RunStatus]] = None) -> str:
         if states is not None:
             row.append(states[run.key].state)
         rows.append(row)
-    table = render_table(header, rows, right={3, 4, 5, 6, 7, 8})
+    if plan.trunks:
+        header.insert(7, "branch at")
+        for run, row in zip(plan.runs, rows):
+            row.insert(7, f"{run.config['branching']['branch_step']:,}")
+        for trunk in plan.trunks:
+            b = trunk.budget
+            row = [trunk.key, trunk.objective, f"{trunk.model} trunk", si(b.non_embedding_params), si(b.tokens),
+                   f"{b.flops:.3g}", f"{b.steps:,}", "-", "-", _hours(trunk.device_hours)]
+            if states is not None:
+                row.append(trunk_state(trunk))
+            rows.append(row)
+    table = render_table(header, rows, right={3, 4, 5, 6, 7, 8} | ({9} if plan.trunks else set()))
     total_c = sum(r.budget.flops for r in plan.runs)
     total_d = sum(r.budget.tokens for r in plan.runs)
     total_h = sum(r.device_hours for r in plan.runs)
@@ -58,7 +69,29 @@ def plan_table(plan, states: Optional[dict[str, RunStatus]] = None) -> str:
         f"({p.peak_tflops:g} TFLOP/s x {p.mfu:.0%} MFU), {p.device}, profile {plan.profile_name}",
         f"runs folder: {plan.runs_root}",
     ]
+    if plan.trunks:
+        lines.insert(3, branching_line(plan))
     return "\n".join(lines)
+
+
+def branching_line(plan) -> str:
+    """``branching: X GPU-h, independent runs: Y GPU-h, ratio Z`` (sweeps.branching.branching_hours)."""
+    from sweeps.branching import branching_hours
+
+    branched, independent = branching_hours(plan)
+    unit = hours_unit(plan)
+    return (f"branching: {_hours(branched)} {unit}, independent runs: {_hours(independent)} {unit}, ratio "
+            f"{branched / independent:.3f} ({len(plan.trunks)} trunk(s) trained once, then each run's cooldown of "
+            f"{plan.grid_config.schedule.cooldown_fraction:.0%})")
+
+
+def trunk_state(trunk) -> str:
+    """finished, or how many of its segments (one per branch point) are trained."""
+    from sweeps.branching import segments
+
+    parts = segments(trunk)
+    done = sum(1 for s in parts if s.done())
+    return "finished" if trunk.done() else f"{done}/{len(parts)} segments"
 
 
 def plan_json(plan, states: Optional[dict[str, RunStatus]] = None) -> str:
@@ -68,6 +101,8 @@ def plan_json(plan, states: Optional[dict[str, RunStatus]] = None) -> str:
         if states is not None:
             row["state"] = states[run.key].state
         rows.append(row)
+    for trunk in plan.trunks:
+        rows.append({**trunk.summary(), **({"state": trunk_state(trunk)} if states is not None else {})})
     return json.dumps(rows, indent=2)
 
 

@@ -68,24 +68,40 @@ def slurm_parameters(profile: ClusterProfile, trainer: dict, job_name: str) -> d
     return params
 
 
-def submit_slurm(runs: Sequence, log: SweepLog, profile: ClusterProfile, grid: str, say=print) -> list:
-    """Submit ``runs`` as one submitit job array; returns the submitit jobs."""
+def submit_slurm(runs: Sequence, log: SweepLog, profile: ClusterProfile, grid: str, say=print,
+                 after: dict | None = None) -> list:
+    """Submit ``runs`` as one submitit job array; returns the submitit jobs. With ``after`` (a run key
+    to the key it waits for: a branched grid's segments and branches) each run is a job of its own,
+    submitted in order with ``--dependency=afterok:<job of its prerequisite>``."""
     import submitit
 
     from sweeps.job import RunJob
 
     folder = Path(log.sweep_dir) / "submitit" / "%j"
     executor = submitit.AutoExecutor(folder=folder, cluster="slurm", slurm_max_num_timeout=profile.max_num_timeout)
-    executor.update_parameters(**slurm_parameters(profile, runs[0].config["trainer"], f"{grid}"))
+    parameters = slurm_parameters(profile, runs[0].config["trainer"], f"{grid}")
+    executor.update_parameters(**parameters)
     configs = [run.write_config() for run in runs]
+    calls = [RunJob(str(config), list(getattr(run, "extra_args", []))) for run, config in zip(runs, configs)]
     try:
-        with executor.batch():
-            jobs = [executor.submit(RunJob(str(config))) for config in configs]
+        if after:
+            jobs, ids = [], {}
+            for run, call in zip(runs, calls):
+                extra = dict(parameters.get("slurm_additional_parameters", {}))
+                if run.key in after and after[run.key] in ids:
+                    extra["dependency"] = f"afterok:{ids[after[run.key]]}"
+                executor.update_parameters(slurm_additional_parameters=extra)
+                jobs.append(executor.submit(call))
+                ids[run.key] = jobs[-1].job_id
+        else:
+            with executor.batch():
+                jobs = [executor.submit(call) for call in calls]
     except Exception as exc:  # noqa: BLE001 - surface sbatch's own message, submit nothing else
         message = getattr(exc, "stderr", None) or getattr(exc, "output", None) or str(exc)
         if isinstance(message, bytes):
             message = message.decode(errors="replace")
         raise RuntimeError(f"sbatch refused the job array for grid {grid!r}: {str(message).strip()}") from exc
+    ids = {run.key: job.job_id for run, job in zip(runs, jobs)}
     for run, job in zip(runs, jobs):
         paths = job.paths
         # the resolved config also sits next to the job's submitit files, for whoever reads the logs
@@ -93,7 +109,8 @@ def submit_slurm(runs: Sequence, log: SweepLog, profile: ClusterProfile, grid: s
         shutil.copyfile(run.config_path, paths.folder / f"{job.job_id}_config.yaml")
         log.submitted(run.key, run.name, job.job_id, "slurm", log=str(paths.stderr), stdout=str(paths.stdout),
                       result_pickle=str(paths.result_pickle), config=str(run.config_path))
-        say(f"submitted {run.name} ({run.key}) as SLURM job {job.job_id}", flush=True)
+        waits = f", after job {ids[after[run.key]]}" if after and after.get(run.key) in ids else ""
+        say(f"submitted {run.name} ({run.key}) as SLURM job {job.job_id}{waits}", flush=True)
     return jobs
 
 

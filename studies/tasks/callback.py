@@ -22,17 +22,8 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence
 import lightning as L
 
 from models.config import training_flops_per_token
+from studies.config import eval_steps
 from studies.tasks.adapter import EvalSettings, ModelAdapter, load_tokenizer
-
-
-def eval_steps(at_fractions: Sequence[float], total_steps: int) -> List[int]:
-    """The optimizer steps of the evaluation points (sorted, unique)."""
-    if total_steps < 1:
-        raise ValueError(f"total_steps must be at least 1, got {total_steps}")
-    bad = [f for f in at_fractions if not 0.0 <= float(f) <= 1.0]
-    if bad:
-        raise ValueError(f"eval.at_fractions must lie in [0, 1] (fractions of the step budget), got {bad}")
-    return sorted({int(round(float(f) * total_steps)) for f in at_fractions})
 
 
 class DownstreamEval(L.Callback):
