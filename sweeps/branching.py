@@ -97,6 +97,14 @@ class Segment:
         return self.trunk.budget
 
     @property
+    def config(self) -> dict:
+        return self.trunk.config
+
+    @property
+    def config_path(self) -> Path:
+        return self.trunk.config_path
+
+    @property
     def extra_args(self) -> list[str]:
         return ["--until-step", str(self.until_step)]
 

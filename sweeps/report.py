@@ -106,10 +106,11 @@ def plan_json(plan, states: Optional[dict[str, RunStatus]] = None) -> str:
     return json.dumps(rows, indent=2)
 
 
-def status_table(plan, states: dict[str, RunStatus]) -> str:
+def status_table(plan, states: dict[str, RunStatus], segments=()) -> str:
+    """Runs, then a branched grid's trunk segments (``key@step``: the trunk trained to that branch point)."""
     header = ["key", "name", "state", "job", "progress", "detail"]
     rows = []
-    for run in plan.runs:
+    for run in [*plan.runs, *segments]:
         s = states[run.key]
         detail = s.detail
         if s.state == "failed" and s.log:
@@ -128,11 +129,14 @@ def state_counts(states: dict[str, RunStatus]) -> str:
     return ", ".join(f"{counts[k]} {k}" for k in order if counts.get(k))
 
 
-def status_json(plan, states: dict[str, RunStatus]) -> str:
+def status_json(plan, states: dict[str, RunStatus], segments=()) -> str:
     rows = []
-    for run in plan.runs:
+    for run in [*plan.runs, *segments]:
         s = states[run.key]
-        rows.append({"run_key": run.key, "name": run.name, "objective": run.objective, "model": run.model,
+        segment = hasattr(run, "until_step")
+        owner = run.trunk if segment else run
+        rows.append({"run_key": run.key, "name": run.name, "objective": owner.objective, "model": owner.model,
+                     **({"role": "segment", "until_step": run.until_step} if segment else {}),
                      "flops_budget": run.budget.flops_budget, "state": s.state, "job_id": s.job_id,
                      "executor": s.executor, "progress": s.progress, "detail": s.detail, "log": s.log,
                      "attempts": s.attempts, "out_dir": str(run.out_dir)})

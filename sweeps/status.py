@@ -17,6 +17,7 @@ from typing import Optional, Sequence
 if __package__ in (None, ""):  # run as a script: make the repository root importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from sweeps.branching import segments  # noqa: E402
 from sweeps.launcher import add_plan_arguments  # noqa: E402
 from sweeps.plan import plan_grid  # noqa: E402
 from sweeps.records import SweepLog  # noqa: E402
@@ -37,13 +38,17 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     states = run_states(plan.runs, log.latest())
     if log.skipped:
         print(f"note: {log.path}: {log.skipped} line(s) that are not sweep records were skipped", file=sys.stderr)
+    parts = [segment for trunk in plan.trunks for segment in segments(trunk)]
+    if parts:
+        states.update(run_states(parts, log.latest()))
     if args.format == "json":
-        print(status_json(plan, states))
+        print(status_json(plan, states, parts))
     else:
         print(f"grid {plan.grid} ({plan.runs_root})")
-        print(status_table(plan, states))
-        print(state_counts(states))
-        known = {r.key for r in plan.runs}
+        print(status_table(plan, states, parts))
+        print(state_counts({r.key: states[r.key] for r in plan.runs}) +
+              (f"; trunk segments: {state_counts({s.key: states[s.key] for s in parts})}" if parts else ""))
+        known = {r.key for r in plan.runs} | {s.key for s in parts}
         other = {k for k in log.latest() if k not in known}
         if other:
             print(f"({len(other)} other run key(s) in {log.path} belong to other overrides of this grid)")

@@ -38,3 +38,28 @@ def test_cosine_decays_monotonically_to_final_ratio():
 def test_unknown_schedule_kind_is_refused():
     with pytest.raises(ValueError, match="unknown schedule kind"):
         lr_multiplier(50, 100, ScheduleConfig(kind="linear", warmup_steps=0))
+
+
+@pytest.mark.parametrize("shape", ["linear", "1-sqrt"])
+def test_cooldown_holds_the_peak_to_the_branch_point_then_decays(shape):
+    from models.recipe import cooldown_steps
+
+    schedule = ScheduleConfig(kind="cooldown", warmup_steps=10, cooldown_fraction=0.2, cooldown_shape=shape,
+                              final_ratio=0.0)
+    total = 1000
+    start = total - cooldown_steps(total, 0.2)
+    assert start == 800
+    assert lr_multiplier(4, total, schedule) == pytest.approx(0.5)  # warmup
+    # exactly the peak up to and including the branch point, whatever the run's length: a trunk's
+    # checkpoint there holds the rate every branch continues from
+    assert all(lr_multiplier(s, total, schedule) == 1.0 for s in range(10, start + 1))
+    assert all(lr_multiplier(s, 5000, schedule) == 1.0 for s in range(10, start + 1))
+    cooling = [lr_multiplier(s, total, schedule) for s in range(start, total + 1)]
+    assert all(a > b for a, b in zip(cooling, cooling[1:])) and cooling[-1] == 0.0
+    # a quarter into the cooldown: linear 0.75, 1 - sqrt(0.25) = 0.5
+    assert lr_multiplier(start + 50, total, schedule) == pytest.approx(0.75 if shape == "linear" else 0.5)
+
+
+def test_a_trunk_never_cools_down():
+    schedule = ScheduleConfig(kind="cooldown", warmup_steps=0, cooldown_fraction=0.0)
+    assert {lr_multiplier(s, 100, schedule) for s in range(101)} == {1.0}

@@ -126,3 +126,27 @@ def test_branched_grid_runs_segments_then_branches_nested_under_their_trunks(tmp
     again = subprocess.run(argv, cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert again.returncode == 0, again.stderr
     assert "nothing to do: all 4 runs of grid smoke finished" in again.stdout
+
+
+def test_a_failed_segment_fails_the_jobs_that_wait_for_it_without_starting_them(tmp_path, capsys):
+    argv = ["--grid", "smoke", "--cluster", "local", "--no-analysis", "--runs-dir", str(tmp_path), "--parallel", "2",
+            "--only", "objective=arm", *BRANCHED]
+    assert launcher.main(argv, command=[sys.executable, "-c", "raise SystemExit(3)"]) == 1
+    out = capsys.readouterr().out
+    assert "arm-tiny-trunk@4 FAILED (exit code 3)" in out
+    # segment @6 waits for @4, each branch for its segment: none of them ran
+    assert out.count("failed before it") == 3 and out.count("... running") == 1
+
+
+def test_status_lists_the_trunk_segments_and_emit_sbatch_refuses_a_branched_grid(tmp_path, capsys):
+    from sweeps import status
+
+    assert status.main(["--grid", "smoke", "--runs-dir", str(tmp_path), "--format", "json", *BRANCHED]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    segments = [r for r in rows if r.get("role") == "segment"]
+    assert sorted((r["objective"], r["until_step"]) for r in segments) == [("arm", 4), ("arm", 6), ("mdm", 4), ("mdm", 6)]
+    assert all(r["state"] == "planned" for r in rows)
+    assert launcher.main(["--grid", "smoke", "--runs-dir", str(tmp_path), "--emit-sbatch", str(tmp_path / "b"),
+                          *BRANCHED]) == 2
+    assert "cannot chain a branched grid's trunk segments" in capsys.readouterr().err
+    assert not (tmp_path / "b").exists()
