@@ -150,6 +150,11 @@ RESULT_NEUTRAL_FIELDS = (
 )
 
 
+# Schedule fields that only ``schedule.kind: cooldown`` reads; under any other kind they cannot change a
+# result, so the run keys of such runs do not depend on them.
+COOLDOWN_FIELDS = ("cooldown_fraction", "cooldown_shape")
+
+
 def result_determining(config: dict) -> dict:
     """A resolved config (plain containers) without ``RESULT_NEUTRAL_FIELDS``: what fixes the result."""
     kept = {section: dict(value) if isinstance(value, dict) else value for section, value in config.items()}
@@ -158,6 +163,10 @@ def result_determining(config: dict) -> dict:
         for part in path[:-1]:
             node = node.get(part, {})
         node.pop(path[-1], None)
+    schedule = kept.get("schedule")
+    if isinstance(schedule, dict) and schedule.get("kind") != "cooldown":
+        for unread in COOLDOWN_FIELDS:  # only the cooldown schedule reads them
+            schedule.pop(unread, None)
     return kept
 
 

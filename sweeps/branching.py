@@ -29,7 +29,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from models.recipe import cooldown_steps
-from studies.config import eval_steps
+from studies.config import BranchingConfig, BudgetConfig, branch_checkpoint, eval_steps
+from sweeps.flops import training_flops
 
 TRUNK = "trunk"
 BRANCH = "branch"
@@ -113,8 +114,6 @@ class Segment:
 
     def done(self) -> bool:
         """Its branch checkpoint exists (or the trunk finished, which keeps every one)."""
-        from studies.config import branch_checkpoint
-
         return branch_checkpoint(self.out_dir, self.until_step).exists() or (self.out_dir / "result.json").is_file()
 
 
@@ -165,9 +164,6 @@ def jobs(trunks, todo) -> tuple[list, dict[str, str]]:
 def trunk_config(branch, name: str, steps: int, branch_steps: list[int]):
     """The trunk of a group, from one of its branches' ``RunConfig``: no cooldown, no evaluation, the
     group's last branch point as its length."""
-    from studies.config import BranchingConfig, BudgetConfig
-    from sweeps.flops import training_flops
-
     n = branch.budget.non_embedding_params
     tokens = steps * branch.trainer.global_batch_size * branch.trainer.seq_len
     flops = training_flops(n, tokens)

@@ -101,11 +101,22 @@ class PlannedRun:
             "tokens_per_param": self.budget.tokens_per_param,
             "device_hours": self.device_hours,
             "out_dir": str(self.out_dir),
-            **({"role": self.role, "device_hours_branched": self.cooldown_device_hours,
-                **({"branch_step": self.config["branching"]["branch_step"]} if self.role == branched.BRANCH else
-                   {"branch_steps": list(self.config["branching"]["branch_steps"])})}
-               if self.role != "run" else {}),
+            **self._branching_summary(),
         }
+
+    def _branching_summary(self) -> dict:
+        """In a branched grid: the role, the branch point(s), and what this job itself costs
+        (``device_hours_branched``: a branch's cooldown, a trunk's whole length; their sum over a
+        plan is what the launch spends, the sum of the branches' ``device_hours`` what independent
+        runs would)."""
+        branching = self.config["branching"]
+        if self.role == branched.BRANCH:
+            return {"role": self.role, "branch_step": branching["branch_step"],
+                    "device_hours_branched": self.cooldown_device_hours}
+        if self.role == branched.TRUNK:
+            return {"role": self.role, "branch_steps": list(branching["branch_steps"]),
+                    "device_hours_branched": self.cooldown_device_hours}
+        return {}
 
     def write_config(self) -> Path:
         """Write the resolved config as YAML and return its path.
@@ -295,8 +306,9 @@ def add_trunks(runs: list[PlannedRun], grid: GridConfig, profile: ClusterProfile
         m = cfg.model
         per_token = model_flops_per_token(m.non_embedding_params, m.n_layers, cfg.trainer.seq_len, m.d_model)
         hours = device_hours(cfg.budget.tokens * per_token, profile.peak_tflops * 1e12, profile.mfu)
-        plan = plan_budget(cfg.budget.flops, m.non_embedding_params, cfg.trainer.global_batch_size,
-                           cfg.trainer.seq_len, tolerance=1.0)
+        b = cfg.budget
+        plan = BudgetPlan(b.flops_budget, b.non_embedding_params, cfg.trainer.global_batch_size * cfg.trainer.seq_len,
+                          b.steps, b.tokens, b.flops)
         trunk = PlannedRun(key, name, objective, model_name, seed, plan, hours, config, cfg, hours)
         trunks.append(trunk)
         for member in members:

@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from studies.config import RESULT_NEUTRAL_FIELDS
+from studies.config import COOLDOWN_FIELDS, RESULT_NEUTRAL_FIELDS
 from sweeps.plan import plan_grid, run_key
 
 from pathlib import Path
@@ -58,12 +58,16 @@ def test_keys_are_stable_across_processes(tmp_path):
     assert all(len(set(keys)) == len(keys) for keys in here.values())
 
 
-def _neutral(path) -> bool:
-    return any(path[:len(prefix)] == prefix for prefix in RESULT_NEUTRAL_FIELDS)
+def _neutral(path, config) -> bool:
+    unread = config["schedule"]["kind"] != "cooldown" and path[:1] == ("schedule",) and path[1] in COOLDOWN_FIELDS
+    return unread or any(path[:len(prefix)] == prefix for prefix in RESULT_NEUTRAL_FIELDS)
 
 
-def test_key_changes_when_any_result_determining_value_changes(tmp_path):
-    config = plan_grid("smoke", runs_dir=str(tmp_path)).runs[0].config
+@pytest.mark.parametrize("overrides", [[], ["schedule.kind=cooldown"]], ids=["wsd", "cooldown"])
+def test_key_changes_when_any_result_determining_value_changes(tmp_path, overrides):
+    """Under wsd the cooldown fields are unread, so they leave the keys of runs planned before they
+    existed unchanged; under cooldown they count."""
+    config = plan_grid("smoke", overrides, runs_dir=str(tmp_path)).runs[0].config
     base = run_key(config)
     checked = neutral = 0
     for path, value in _leaves(config):
@@ -72,14 +76,16 @@ def test_key_changes_when_any_result_determining_value_changes(tmp_path):
         for part in path[:-1]:
             node = node[part]
         node[path[-1]] = _perturbed(value)
-        if _neutral(path):
+        if _neutral(path, config):
             assert run_key(changed) == base, path
             neutral += 1
         else:
             assert run_key(changed) != base, path
             checked += 1
     assert checked > 60  # every section's leaves, not a handful
-    assert neutral >= 7  # out_dir, the tracking section's four, progress bar, refresh, checkpoint cadence
+    # out_dir, the tracking section's four, progress bar, refresh, checkpoint cadence, the branching
+    # section's four (and under wsd the two cooldown fields)
+    assert neutral >= (11 if overrides else 13)
     assert run_key(config) == base  # the key does not edit the config it hashes
 
 
