@@ -7,7 +7,9 @@ in the sweep log (``sweeps.records``) so that a re-launch knows what exists.
   one or several at a time.
 - SLURM: one submitit job array (``executor.batch()``) of ``sweeps.job.RunJob``, a ``Checkpointable``
   that runs ``studies.run.main`` in the job and requeues itself on preemption or time-out; the run
-  resumes from its own ``last.ckpt``. Resources come from the cluster profile.
+  resumes from its own ``last.ckpt``. Resources come from the cluster profile. A branched grid
+  (``sweeps.branching``) is submitted job by job instead: each trunk segment ``afterok`` the one
+  before it, each branch ``afterok`` its segment; a requeued job keeps its id, so the chain holds.
 """
 
 from __future__ import annotations
