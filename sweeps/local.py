@@ -178,7 +178,8 @@ class _Started:
         if finished:
             self.say(f"{self.label} finished in {_fmt_seconds(elapsed)}", flush=True)
         elif code == 0:
-            self.say(f"{self.label} FAILED: exited 0 without its result (result.json, or a trunk's branch checkpoint) after "
+            output = "its branch checkpoint" if hasattr(self.run, "until_step") else "result.json"
+            self.say(f"{self.label} FAILED: exited 0 without writing {output} after "
                      f"{_fmt_seconds(elapsed)}; log: {self.log_path}", flush=True)
         else:
             self.say(f"{self.label} FAILED (exit code {code}) after {_fmt_seconds(elapsed)}; "
