@@ -188,7 +188,7 @@ def branching_hours(plan) -> tuple[float, float]:
     """(device-hours with branching: every trunk once plus every cooldown, device-hours of the same
     runs trained independently)."""
     independent = sum(r.device_hours for r in plan.runs)
-    branched = sum(t.device_hours for t in plan.trunks) + sum(r.cooldown_device_hours for r in plan.runs)
+    branched = sum(t.device_hours for t in plan.trunks) + sum(r.device_hours_branched for r in plan.runs)
     return branched, independent
 
 

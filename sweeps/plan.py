@@ -66,7 +66,8 @@ class PlannedRun:
         return self.config["branching"]["role"]
 
     @property
-    def cooldown_device_hours(self) -> float:
+    def device_hours_branched(self) -> float:
+        """What this job itself costs in a branched grid: a branch its cooldown, a trunk all of it."""
         return self.device_hours if self.own_device_hours is None else self.own_device_hours
 
     @property
@@ -112,10 +113,10 @@ class PlannedRun:
         branching = self.config["branching"]
         if self.role == branched.BRANCH:
             return {"role": self.role, "branch_step": branching["branch_step"],
-                    "device_hours_branched": self.cooldown_device_hours}
+                    "device_hours_branched": self.device_hours_branched}
         if self.role == branched.TRUNK:
             return {"role": self.role, "branch_steps": list(branching["branch_steps"]),
-                    "device_hours_branched": self.cooldown_device_hours}
+                    "device_hours_branched": self.device_hours_branched}
         return {}
 
     def write_config(self) -> Path:
@@ -180,7 +181,7 @@ def _container(section) -> dict:
         raise ValueError(f"{type(section).__name__}: {str(exc).splitlines()[0]}") from None
 
 
-def _resolved_config(run: RunConfig, sections: dict, model: dict, schedule: Optional[dict] = None) -> dict:
+def _resolved_config(run: RunConfig, sections: dict, model: dict, own_schedule: bool = False) -> dict:
     """The run's config as plain containers, equal to ``OmegaConf.to_container(OmegaConf.structured(run))``.
 
     The grid-wide sections and each model are converted once per grid; converting every run through
@@ -196,7 +197,7 @@ def _resolved_config(run: RunConfig, sections: dict, model: dict, schedule: Opti
         "out_dir": str(run.out_dir),
         "model": copy.deepcopy(model),
         **copy.deepcopy(sections),
-        **({"schedule": _container(run.schedule), "eval": _container(run.eval)} if schedule else {}),
+        **({"schedule": _container(run.schedule)} if own_schedule else {}),  # a branched group's warmup
         "budget": {
             "flops_budget": float(b.flops_budget),
             "flops": float(b.flops),
@@ -259,7 +260,7 @@ def expand(grid: GridConfig, name: str, profile: ClusterProfile, runs_root: Path
                         **{**sections, **per_run},
                     )
                     config = _resolved_config(cfg, section_containers, model_containers[objective],
-                                              schedule=per_run.get("schedule"))
+                                              own_schedule="schedule" in per_run)
                     key = run_key(config)
                     config["out_dir"] = cfg.out_dir = str(runs_root / key)
                     per_token = model_flops_per_token(n, model.n_layers, t.seq_len, model.d_model)

@@ -126,12 +126,15 @@ def test_run_key_rejects_nan():
         run_key({"budget": {"flops": float("nan")}})
 
 
-@pytest.mark.parametrize("grid", ["smoke", "scaling_1b", "isoflop"])
+@pytest.mark.parametrize("grid", ["smoke", "scaling_1b", "isoflop", "smoke-branched"])
 def test_planned_config_is_what_omegaconf_makes_of_the_run(tmp_path, grid):
     """The planner's fast conversion equals the schema's own (the YAML a job reads hashes the same)."""
     from omegaconf import OmegaConf
 
-    runs = plan_grid(grid, runs_dir=str(tmp_path)).runs
+    branched = ["branching=true", "schedule.kind=cooldown"] if grid.endswith("-branched") else []
+    plan = plan_grid(grid.removesuffix("-branched"), branched, runs_dir=str(tmp_path))
+    runs = plan.runs + plan.trunks
+    assert bool(plan.trunks) == bool(branched)
     for run in (runs[0], runs[-1]):
         slow = OmegaConf.to_container(OmegaConf.structured(run.run_config), resolve=True)
         assert json.dumps(slow, sort_keys=True) == json.dumps(run.config, sort_keys=True)  # 1 and 1.0 differ here
