@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import csv
 import dataclasses
 
 import pytest
 import torch
 
-from run_configs import tiny_run_config, train_losses
+from run_configs import CrashAt, tiny_run_config, train_losses
 from studies.config import branch_checkpoint
 from studies.run import main, run
 
@@ -75,3 +76,29 @@ def test_until_step_is_refused_outside_a_trunks_branch_points(tmp_path, data_cac
     assert main([str(path), "--until-step", "3"]) == 2
     assert "only a trunk stops early" in capsys.readouterr().err
     assert not (tmp_path / "g" / "r").exists()
+
+
+def test_a_branch_that_crashes_resumes_from_its_own_checkpoint(tmp_path, data_cache, capsys):
+    """Once a branch has a checkpoint of its own it resumes from it, as any run does, not from the trunk."""
+    trunk_dir = tmp_path / "g" / "trunk"
+    run(tiny_run_config(trunk_dir, data_cache, "mdm", steps=4, tracking=NO_TRACKING,
+                        schedule={**SCHEDULE, "cooldown_fraction": 0.0},
+                        branching={"role": "trunk", "branch_steps": [4]}))
+    alone = tiny_run_config(tmp_path / "g" / "alone", data_cache, "mdm", steps=8, tracking=NO_TRACKING,
+                            schedule={**SCHEDULE, "cooldown_fraction": 0.5})
+    run(alone)
+    branch = dataclasses.replace(alone, out_dir=str(tmp_path / "g" / "branch"), branching=dataclasses.replace(
+        alone.branching, role="branch", trunk_dir=str(trunk_dir), branch_step=4))
+    capsys.readouterr()
+    with pytest.raises(RuntimeError, match="injected crash"):
+        run(branch, callbacks=[CrashAt(7)])  # its own last.ckpt was written at step 6
+    assert "starting from the trunk at step 4" in capsys.readouterr().err
+    run(branch)
+    assert "starting from the trunk" not in capsys.readouterr().err
+    resumed = sorted((tmp_path / "g" / "branch" / "logs").glob("version_*"))[-1] / "metrics.csv"
+    with open(resumed) as handle:
+        assert [int(r["step"]) for r in csv.DictReader(handle) if r.get("train/loss")] == [6, 7]
+    assert train_losses(tmp_path / "g" / "branch") == {s: v for s, v in train_losses(tmp_path / "g" / "alone").items()
+                                                       if s >= 4}
+    a, b = _final_weights(tmp_path / "g" / "alone"), _final_weights(tmp_path / "g" / "branch")
+    assert all(torch.equal(a[k], b[k]) for k in a)
