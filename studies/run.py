@@ -216,6 +216,11 @@ def run(cfg: RunConfig, callbacks: list | None = None, *, until_step: int | None
     last = checkpoints / "last.ckpt"
     try:
         resume = start_checkpoint(last, cfg)
+        if resume is not None and resume.parent != checkpoints:
+            import warnings
+
+            # a branch starting from its trunk's checkpoint: the checkpoint callback's folder is this run's
+            warnings.filterwarnings("ignore", message="The dirpath has changed from")
         trainer.fit(module, datamodule=datamodule, ckpt_path=str(resume) if resume else None)
         if segment:
             return _end_segment(cfg, trainer, until_step, last)
