@@ -60,6 +60,11 @@ def cooldown_steps(total_steps: int, cooldown_fraction: float) -> int:
     return int(math.floor(cooldown_fraction * total_steps + 0.5))
 
 
+def branch_point(total_steps: int, cooldown_fraction: float) -> int:
+    """The last step of a ``cooldown`` run at the peak rate, where it branches from its trunk."""
+    return total_steps - cooldown_steps(total_steps, cooldown_fraction)
+
+
 @dataclass
 class MDMConfig:
     """LLaDA's forward process: p_mask = (1 - eps) t + eps with t ~ U(0, 1); a fraction
@@ -100,7 +105,7 @@ def lr_multiplier(step: int, total_steps: int, schedule: ScheduleConfig) -> floa
         # its trunk's checkpoint there (whose optimizer holds the trunk's rate) continues as one
         # trained from scratch would.
         length = cooldown_steps(total_steps, schedule.cooldown_fraction)
-        into = step - (total_steps - length)
+        into = step - branch_point(total_steps, schedule.cooldown_fraction)
         if length == 0 or into <= 0:
             return 1.0
         x = min(into / length, 1.0)

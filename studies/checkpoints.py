@@ -16,6 +16,7 @@ with a message.
 from __future__ import annotations
 
 import os
+import shutil
 import sys
 import zipfile
 from pathlib import Path
@@ -23,6 +24,8 @@ from typing import Any, Optional
 
 import lightning as L
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
+
+from studies.config import branch_checkpoint
 
 PARTIAL = ".partial-"
 PREVIOUS = ".prev"
@@ -38,7 +41,7 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             raise TypeError("AtomicCheckpointIO takes no storage_options")
         target = Path(path)
         target.parent.mkdir(parents=True, exist_ok=True)
-        partial = target.with_name(f"{target.name}{PARTIAL}{os.getpid()}")
+        partial = _partial(target)
         try:
             with open(partial, "wb") as handle:
                 torch.save(checkpoint, handle)
@@ -47,10 +50,30 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         except BaseException:
             partial.unlink(missing_ok=True)  # a full disk or an interrupt: the old checkpoint stands
             raise
-        if target.exists():
-            os.replace(target, target.with_name(target.name + PREVIOUS))
-        os.replace(partial, target)
-        _fsync_dir(target.parent)
+        _install(partial, target)
+
+
+def _partial(target: Path) -> Path:
+    return target.with_name(f"{target.name}{PARTIAL}{os.getpid()}")
+
+
+def _install(partial: Path, target: Path) -> None:
+    """Rename a complete ``partial`` into ``target``, keeping the previous target as ``NAME.prev``."""
+    if target.exists():
+        os.replace(target, target.with_name(target.name + PREVIOUS))
+    os.replace(partial, target)
+    _fsync_dir(target.parent)
+
+
+def place_copy(source: Path, target: Path) -> None:
+    """Make ``target`` a checkpoint with ``source``'s bytes, the way ``AtomicCheckpointIO`` writes one:
+    a hard link where the filesystem allows it (no copy of a large file), else a copy."""
+    partial = _partial(Path(target))
+    try:
+        os.link(source, partial)
+    except OSError:
+        shutil.copyfile(source, partial)
+    _install(partial, Path(target))
 
 
 def readable(path: Path) -> Optional[str]:
@@ -92,18 +115,17 @@ def start_checkpoint(last: Path, cfg) -> Optional[Path]:
     """Where a run starts: its own newest checkpoint (``resume_checkpoint``); for a branch without
     one, its trunk's checkpoint at the branch point; else None (step 0). A branch whose trunk
     checkpoint is missing trains from step 0, which gives the same run at the full cost."""
-    from studies.config import branch_checkpoint
-
     own = resume_checkpoint(last)
-    if own is not None or cfg.branching.role != "branch":
+    b = cfg.branching
+    if own is not None or b.role != "branch":
         return own
-    trunk = branch_checkpoint(cfg.branching.trunk_dir or "<no branching.trunk_dir>", cfg.branching.branch_step)
-    problem = readable(trunk) if cfg.branching.trunk_dir else "not given"
+    trunk = branch_checkpoint(b.trunk_dir, b.branch_step) if b.trunk_dir else None
+    problem = readable(trunk) if trunk else "not given (branching.trunk_dir is empty)"
     if problem is None:
-        print(f"[checkpoints] {cfg.name}: starting from the trunk at step {cfg.branching.branch_step} ({trunk})",
+        print(f"[checkpoints] {cfg.name}: starting from the trunk at step {b.branch_step} ({trunk})",
               file=sys.stderr, flush=True)
         return trunk
-    print(f"[checkpoints] {cfg.name}: the trunk checkpoint {trunk} is {problem}; training from step 0 "
+    print(f"[checkpoints] {cfg.name}: the trunk checkpoint {trunk or ''} is {problem}; training from step 0 "
           "(the same run, at its full cost)", file=sys.stderr, flush=True)
     return None
 
@@ -120,21 +142,13 @@ class BranchCheckpoints(L.Callback):
     def on_train_start(self, trainer, pl_module) -> None:
         """A run resumed exactly at a branch point (its last save came before the branch checkpoint)
         already holds that state in the checkpoint it resumed from: keep a copy of it."""
-        import shutil
-
-        from studies.config import branch_checkpoint
-
         step = trainer.global_step
         self._done.add(step)  # the first batch-end at this step comes mid-way through the next step
         target = branch_checkpoint(self.out_dir, step)
         if step in self.steps and trainer.ckpt_path and not target.exists() and trainer.global_rank == 0:
-            partial = target.with_name(f"{target.name}{PARTIAL}{os.getpid()}")
-            shutil.copyfile(trainer.ckpt_path, partial)
-            os.replace(partial, target)
+            place_copy(Path(trainer.ckpt_path), target)
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        from studies.config import branch_checkpoint
-
         step = trainer.global_step
         if step not in self.steps or step in self._done:
             return

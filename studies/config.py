@@ -15,7 +15,7 @@ from typing import Any, List, Optional, Sequence
 
 from models.config import ModelConfig, preset
 from studies.credentials import check_no_credentials
-from models.recipe import COOLDOWN_SHAPES, SCHEDULE_KINDS, MDMConfig, OptimConfig, ScheduleConfig
+from models.recipe import COOLDOWN_SHAPES, SCHEDULE_KINDS, MDMConfig, OptimConfig, ScheduleConfig, branch_point
 from studies.data.config import DataConfig
 
 OBJECTIVES = ("arm", "mdm")
@@ -213,8 +213,6 @@ def check_run_config(cfg: RunConfig) -> None:
 
 
 def _check_branching(cfg: RunConfig) -> None:
-    from models.recipe import cooldown_steps
-
     b, s = cfg.branching, cfg.schedule
     if b.role not in ROLES:
         raise ValueError(f"branching.role must be one of {', '.join(ROLES)}, got {b.role!r}")
@@ -224,7 +222,7 @@ def _check_branching(cfg: RunConfig) -> None:
         raise ValueError(f"branching.role={b.role} needs schedule.kind=cooldown, whose stable phase does not "
                          f"depend on the run's length; got {s.kind!r}")
     if b.role == "branch":
-        expected = cfg.budget.steps - cooldown_steps(cfg.budget.steps, s.cooldown_fraction)
+        expected = branch_point(cfg.budget.steps, s.cooldown_fraction)
         if b.branch_step != expected:
             raise ValueError(f"a branch of {cfg.budget.steps} steps with cooldown_fraction={s.cooldown_fraction} "
                              f"starts at step {expected}; got branching.branch_step={b.branch_step}")

@@ -125,7 +125,7 @@ def run(cfg: RunConfig, callbacks: list | None = None, *, until_step: int | None
     from models.config import training_flops_per_token
     from models.lightning import LanguageModel
     from studies.callbacks import DataEpochs, progress_bar
-    from studies.checkpoints import PREVIOUS, AtomicCheckpointIO, BranchCheckpoints, resume_checkpoint, start_checkpoint
+    from studies.checkpoints import PREVIOUS, AtomicCheckpointIO, BranchCheckpoints, start_checkpoint
     from studies.preemption import CheckpointAndRequeue, cluster_plugins
     from studies.data.loader import TokenDataModule
     from studies.data.prepare import load_metadata, prepare_dataset
@@ -272,9 +272,7 @@ def run(cfg: RunConfig, callbacks: list | None = None, *, until_step: int | None
 def _end_segment(cfg: RunConfig, trainer, until_step: int, last: Path) -> dict:
     """A trunk segment that reached its branch point: that checkpoint becomes ``last.ckpt``, from
     which the next segment resumes. The MLflow run stays open for the next segment."""
-    import os
-
-    from studies.checkpoints import PREVIOUS
+    from studies.checkpoints import place_copy
 
     kept = branch_checkpoint(cfg.out_dir, until_step)
     if trainer.global_step != until_step or not kept.exists():
@@ -282,16 +280,7 @@ def _end_segment(cfg: RunConfig, trainer, until_step: int, last: Path) -> dict:
             f"{cfg.out_dir}: the trunk stopped at step {trainer.global_step} without a checkpoint at step "
             f"{until_step} (it was already past that step); its branch at step {until_step} trains from step 0")
     if trainer.global_rank == 0:
-        partial = last.with_name(f"{last.name}.partial-{os.getpid()}")
-        try:
-            os.link(kept, partial)  # the same bytes: a hard link where the filesystem allows it
-        except OSError:
-            import shutil
-
-            shutil.copyfile(kept, partial)
-        if last.exists():
-            os.replace(last, last.with_name(last.name + PREVIOUS))
-        os.replace(partial, last)
+        place_copy(kept, last)
         print(f"[studies.run] {cfg.name}: segment done at step {until_step} ({kept})", flush=True)
     return {"name": cfg.name, "segment_end": until_step}
 

@@ -28,7 +28,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
-from models.recipe import cooldown_steps
+from models.recipe import branch_point
 from studies.config import BranchingConfig, BudgetConfig, branch_checkpoint, eval_steps
 from sweeps.flops import training_flops
 
@@ -58,12 +58,8 @@ def group_warmup(schedule, shortest_steps: int) -> int:
     return min(schedule.warmup_steps, int(schedule.max_warmup_fraction * shortest_steps))
 
 
-def branch_step(steps: int, cooldown_fraction: float) -> int:
-    return steps - cooldown_steps(steps, cooldown_fraction)
-
-
 def check_eval_in_cooldown(grid, name: str, steps: int) -> None:
-    start = branch_step(steps, grid.schedule.cooldown_fraction)
+    start = branch_point(steps, grid.schedule.cooldown_fraction)
     early = [s for s in eval_steps(grid.eval.at_fractions, steps) if s <= start] if grid.eval.suite != "none" else []
     if early:
         raise ValueError(
@@ -79,7 +75,7 @@ class Segment:
 
     trunk: object  # sweeps.plan.PlannedRun
     until_step: int
-    after: str | None  # the key of the segment it continues
+    role = "segment"
 
     @property
     def key(self) -> str:
@@ -88,6 +84,14 @@ class Segment:
     @property
     def name(self) -> str:
         return f"{self.trunk.name}@{self.until_step}"
+
+    @property
+    def objective(self) -> str:
+        return self.trunk.objective
+
+    @property
+    def model(self) -> str:
+        return self.trunk.model
 
     @property
     def out_dir(self) -> Path:
@@ -114,13 +118,11 @@ class Segment:
 
     def done(self) -> bool:
         """Its branch checkpoint exists (or the trunk finished, which keeps every one)."""
-        return branch_checkpoint(self.out_dir, self.until_step).exists() or (self.out_dir / "result.json").is_file()
+        return branch_checkpoint(self.out_dir, self.until_step).exists() or self.trunk.done()
 
 
 def segments(trunk) -> list[Segment]:
-    steps = trunk.config["branching"]["branch_steps"]
-    keys = [f"{trunk.key}@{s}" for s in steps]
-    return [Segment(trunk, s, keys[i - 1] if i else None) for i, s in enumerate(steps)]
+    return [Segment(trunk, step) for step in trunk.config["branching"]["branch_steps"]]
 
 
 def jobs(trunks, todo) -> tuple[list, dict[str, str]]:
@@ -192,5 +194,5 @@ def branching_hours(plan) -> tuple[float, float]:
     return branched, independent
 
 
-__all__ = ["BRANCH", "TRUNK", "Segment", "branch_step", "branching_hours", "check_branchable",
+__all__ = ["BRANCH", "TRUNK", "Segment", "branching_hours", "check_branchable",
            "check_eval_in_cooldown", "group_warmup", "groups", "jobs", "segments", "trunk_config"]

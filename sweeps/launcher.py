@@ -196,13 +196,10 @@ def main(argv: Optional[Sequence[str]] = None, *, command: Sequence[str] = RUN_C
 
 
 def _with_trunks(plan, todo) -> list:
-    """``todo`` and the trunks its branches need (sweeps.branching): MLflow runs are opened for both."""
-    if not plan.trunks:
-        return list(todo)
-    from sweeps.branching import jobs
-
-    needed = {id(job.trunk): job.trunk for job in jobs(plan.trunks, todo)[0] if hasattr(job, "trunk")}
-    return list(todo) + list(needed.values())
+    """``todo`` and the unfinished trunks its branches start from (sweeps.branching): MLflow runs are
+    opened for both."""
+    wanted = {r.config["branching"]["trunk_dir"] for r in todo}
+    return list(todo) + [t for t in plan.trunks if str(t.out_dir) in wanted and not t.done()]
 
 
 def _jobs(plan, runs) -> tuple[list, dict]:

@@ -145,7 +145,7 @@ class _Started:
         self.log_path = run.out_dir / "run.log"
         say(f"{self.label} ({run.key}) ... running; log: {self.log_path}", flush=True)
         self.start = time.monotonic()
-        self.proc = subprocess.Popen([*command, str(config), *getattr(run, "extra_args", [])], stdout=stdout, stderr=subprocess.STDOUT,
+        self.proc = subprocess.Popen([*command, str(config), *run.extra_args], stdout=stdout, stderr=subprocess.STDOUT,
                                      env=env, cwd=os.getcwd())
         self.job_id = local_job_id(self.proc.pid)
         try:
@@ -178,7 +178,7 @@ class _Started:
         if finished:
             self.say(f"{self.label} finished in {_fmt_seconds(elapsed)}", flush=True)
         elif code == 0:
-            output = "its branch checkpoint" if hasattr(self.run, "until_step") else "result.json"
+            output = "its branch checkpoint" if self.run.role == "segment" else "result.json"
             self.say(f"{self.label} FAILED: exited 0 without writing {output} after "
                      f"{_fmt_seconds(elapsed)}; log: {self.log_path}", flush=True)
         else:
@@ -202,9 +202,15 @@ def _blocked(run, after: dict, outcomes_by_key: dict) -> str | None:
     return None
 
 
-def _ready(run, after: dict, outcomes_by_key: dict) -> bool:
-    needed = after.get(run.key)
-    return needed is None or needed in outcomes_by_key
+def _take_next(queue: list, after: dict, outcomes_by_key: dict):
+    """Remove and return the first queued ``(index, run)`` whose prerequisite has ended, with why it
+    cannot start (None when it can); ``(None, None)`` when every queued run waits for a running one."""
+    for item in queue:
+        needed = after.get(item[1].key)
+        if needed is None or needed in outcomes_by_key:
+            queue.remove(item)
+            return item, _blocked(item[1], after, outcomes_by_key)
+    return None, None
 
 
 def run_local(
@@ -325,21 +331,13 @@ def _side_by_side(runs, log, command, stream, say, parallel: int, interrupts: _I
     try:
         while queue or active:
             while len(active) < parallel:
-                for item in queue:
-                    blocked = _blocked(item[1], after, by_key)
-                    if blocked:
-                        queue.remove(item)
-                        outcomes[item[0]] = by_key[item[1].key] = _not_started(item[1], item[0], len(runs),
-                                                                               blocked, line.say)
-                        break
-                    if _ready(item[1], after, by_key):
-                        break
-                else:
-                    break  # every queued run waits for a running one
-                if blocked:
-                    continue
-                queue.remove(item)
+                item, blocked = _take_next(queue, after, by_key)
+                if item is None:
+                    break
                 index, run = item
+                if blocked:
+                    outcomes[index] = by_key[run.key] = _not_started(run, index, len(runs), blocked, line.say)
+                    continue
                 handle = None
                 try:
                     run.out_dir.mkdir(parents=True, exist_ok=True)

@@ -28,6 +28,7 @@ from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from models.config import preset
+from models.recipe import branch_point
 from studies.config import BranchingConfig, BudgetConfig, RunConfig, result_determining
 from studies.validation import validate_run
 from sweeps.flops import (FLOPS_PER_PARAM_PER_TOKEN, BudgetPlan, budget_label, device_hours, model_flops_per_token,
@@ -215,7 +216,7 @@ def expand(grid: GridConfig, name: str, profile: ClusterProfile, runs_root: Path
     section_containers = {s: _container(v) for s, v in sections.items()}
     runs: list[PlannedRun] = []
     sizes: set[int] = set()
-    several_seeds = len(grid.seeds) + len(grid.extra_seeds) > 1
+    several_seeds = _several_seeds(grid)
     if grid.branching:
         branched.check_branchable(grid)
     for entry in grid.models:
@@ -240,7 +241,7 @@ def expand(grid: GridConfig, name: str, profile: ClusterProfile, runs_root: Path
                         per_run = {
                             "schedule": dataclasses.replace(grid.schedule, warmup_steps=warmups[seed],
                                                             max_warmup_fraction=1.0),
-                            "branching": BranchingConfig(role=branched.BRANCH, branch_step=branched.branch_step(
+                            "branching": BranchingConfig(role=branched.BRANCH, branch_step=branch_point(
                                 plan.steps, grid.schedule.cooldown_fraction)),
                         }
                     cfg = RunConfig(
@@ -263,8 +264,7 @@ def expand(grid: GridConfig, name: str, profile: ClusterProfile, runs_root: Path
                                               own_schedule="schedule" in per_run)
                     key = run_key(config)
                     config["out_dir"] = cfg.out_dir = str(runs_root / key)
-                    per_token = model_flops_per_token(n, model.n_layers, t.seq_len, model.d_model)
-                    hours = device_hours(plan.tokens * per_token, profile.peak_tflops * 1e12, profile.mfu)
+                    hours = _hours(model, t.seq_len, plan.tokens, profile)
                     own = None
                     if grid.branching:
                         cooldown = plan.steps - cfg.branching.branch_step
@@ -292,21 +292,18 @@ def _group_warmups(grid: GridConfig, models: dict, budgets: list[float]) -> dict
     return {seed: branched.group_warmup(grid.schedule, steps) for seed, steps in shortest.items()}
 
 
-def add_trunks(runs: list[PlannedRun], grid: GridConfig, profile: ClusterProfile, runs_root: Path,
-               several_seeds: bool) -> list[PlannedRun]:
+def add_trunks(runs: list[PlannedRun], grid: GridConfig, profile: ClusterProfile, runs_root: Path) -> list[PlannedRun]:
     """One trunk per (objective, model, seed) of a branched grid; each branch learns its trunk's folder."""
     trunks = []
     for (objective, model_name, seed), members in branched.groups(runs).items():
         steps = sorted({m.run_config.branching.branch_step for m in members})
         first = members[0].run_config
-        name = f"{objective}-{model_name}-trunk" + (f"-s{seed}" if several_seeds else "")
+        name = f"{objective}-{model_name}-trunk" + (f"-s{seed}" if _several_seeds(grid) else "")
         cfg = branched.trunk_config(first, name, steps[-1], steps)
         config = OmegaConf.to_container(OmegaConf.structured(cfg), resolve=True)
         key = run_key(config)
         config["out_dir"] = cfg.out_dir = str(runs_root / key)
-        m = cfg.model
-        per_token = model_flops_per_token(m.non_embedding_params, m.n_layers, cfg.trainer.seq_len, m.d_model)
-        hours = device_hours(cfg.budget.tokens * per_token, profile.peak_tflops * 1e12, profile.mfu)
+        hours = _hours(cfg.model, cfg.trainer.seq_len, cfg.budget.tokens, profile)
         b = cfg.budget
         plan = BudgetPlan(b.flops_budget, b.non_embedding_params, cfg.trainer.global_batch_size * cfg.trainer.seq_len,
                           b.steps, b.tokens, b.flops)
@@ -315,6 +312,17 @@ def add_trunks(runs: list[PlannedRun], grid: GridConfig, profile: ClusterProfile
         for member in members:
             member.run_config.branching.trunk_dir = member.config["branching"]["trunk_dir"] = str(trunk.out_dir)
     return trunks
+
+
+def _several_seeds(grid: GridConfig) -> bool:
+    """Whether run names carry their seed (``-s{seed}``)."""
+    return len(grid.seeds) + len(grid.extra_seeds) > 1
+
+
+def _hours(model, seq_len: int, tokens: int, profile: ClusterProfile) -> float:
+    """Device-hours to train ``model`` on ``tokens`` at the profile's peak and MFU (attention included)."""
+    per_token = model_flops_per_token(model.non_embedding_params, model.n_layers, seq_len, model.d_model)
+    return device_hours(tokens * per_token, profile.peak_tflops * 1e12, profile.mfu)
 
 
 def _params(models: dict) -> int:
@@ -397,8 +405,7 @@ def plan_grid(
     root = Path(runs_dir or config.runs_dir).expanduser().resolve() / name
     filters = parse_only(only)
     every = expand(config, name, cluster, root)
-    several_seeds = len(config.seeds) + len(config.extra_seeds) > 1
-    trunks = add_trunks(every, config, cluster, root, several_seeds) if config.branching else []
+    trunks = add_trunks(every, config, cluster, root) if config.branching else []
     runs = select(every, filters)
     wanted = {r.config["branching"]["trunk_dir"] for r in runs}
     return Plan(name, config, profile_name, cluster, root, runs, [t for t in trunks if str(t.out_dir) in wanted])

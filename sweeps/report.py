@@ -133,10 +133,8 @@ def status_json(plan, states: dict[str, RunStatus], segments=()) -> str:
     rows = []
     for run in [*plan.runs, *segments]:
         s = states[run.key]
-        segment = hasattr(run, "until_step")
-        owner = run.trunk if segment else run
-        rows.append({"run_key": run.key, "name": run.name, "objective": owner.objective, "model": owner.model,
-                     **({"role": "segment", "until_step": run.until_step} if segment else {}),
+        rows.append({"run_key": run.key, "name": run.name, "objective": run.objective, "model": run.model,
+                     **({"role": run.role, "until_step": run.until_step} if run.role == "segment" else {}),
                      "flops_budget": run.budget.flops_budget, "state": s.state, "job_id": s.job_id,
                      "executor": s.executor, "progress": s.progress, "detail": s.detail, "log": s.log,
                      "attempts": s.attempts, "out_dir": str(run.out_dir)})

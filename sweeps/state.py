@@ -169,9 +169,7 @@ def run_states(runs, latest: dict[str, Submission]) -> dict[str, RunStatus]:
     out: dict[str, RunStatus] = {}
     for run in runs:
         sub = latest.get(run.key)
-        # a trunk segment (sweeps.branching) is done when its branch checkpoint exists
-        done = run.done() if hasattr(run, "until_step") else read_result(run.out_dir) is not None
-        if done:
+        if run.done():  # result.json; a trunk segment (sweeps.branching): its branch checkpoint
             out[run.key] = RunStatus(
                 "finished",
                 job_id=sub.job_id if sub else None,

@@ -84,7 +84,7 @@ def submit_slurm(runs: Sequence, log: SweepLog, profile: ClusterProfile, grid: s
     parameters = slurm_parameters(profile, runs[0].config["trainer"], f"{grid}")
     executor.update_parameters(**parameters)
     configs = [run.write_config() for run in runs]
-    calls = [RunJob(str(config), list(getattr(run, "extra_args", []))) for run, config in zip(runs, configs)]
+    calls = [RunJob(str(config), list(run.extra_args)) for run, config in zip(runs, configs)]
     try:
         if after:
             jobs, ids = [], {}
