@@ -3,8 +3,10 @@ learning-rate schedule, logging loss, learning rate, gradient norm, tokens and t
 
 Tokens seen are derived from the optimizer step (global batch x sequence length per step), so the
 FLOPs axis C = 6 N D of every logged metric is exact and survives restarts without extra state.
-The MDM forward-process noise is drawn from a generator seeded by (seed, step, micro-batch, rank):
-a resumed run draws exactly the masks an uninterrupted run would have drawn.
+The MDM forward-process noise is drawn from a generator seeded by (seed, step, micro-batch): a
+resumed run draws exactly the masks an uninterrupted run would have drawn. The micro-batch is counted
+over all ranks (``global_micro_batch``), as the data loader deals sequences out, so W ranks with
+micro-batch B draw the masks of one process that accumulates W micro-batches of B.
 """
 
 from __future__ import annotations
@@ -16,9 +18,11 @@ import lightning as L
 import torch
 
 from models.config import ModelConfig, from_dict, model_flops_per_token, training_flops_per_token
-from models.objectives import arm_loss, mdm_forward_process, mdm_loss, sft_response_mask
+from models.objectives import (arm_linear_loss, arm_loss, mdm_forward_process, mdm_linear_loss, mdm_loss,
+                               sft_response_mask)
 from models.recipe import MDMConfig, OptimConfig, ScheduleConfig, lr_multiplier
 from models.transformer import Transformer
+from models.parallelize import Parallelism, parallelize
 
 OBJECTIVES = ("arm", "mdm")
 
@@ -49,6 +53,9 @@ class LanguageModel(L.LightningModule):
         mdm: dict | None = None,
         seed: int = 0,
         peak_flops_per_second: float | None = None,
+        # Rows of the output head computed at once in the loss (models/linear_cross_entropy.py), so that
+        # the [B, L, V] logits never exist; 0 projects every row at once (the plain path).
+        loss_chunk_size: int = 0,
     ):
         super().__init__()
         if objective not in OBJECTIVES:
@@ -61,11 +68,13 @@ class LanguageModel(L.LightningModule):
             )
         if objective == "mdm" and (mask_id is None or not 0 <= mask_id < config.vocab_size):
             raise ValueError(f"MDM needs a mask token id inside the vocabulary (0..{config.vocab_size - 1}), got {mask_id}")
+        if loss_chunk_size < 0:
+            raise ValueError(f"loss_chunk_size must be 0 (no chunks) or a number of rows, got {loss_chunk_size}")
         self.save_hyperparameters(
             {"model": dataclasses.asdict(config), "objective": objective, "total_steps": total_steps,
              "tokens_per_step": tokens_per_step, "mask_id": mask_id, "optim": optim or {},
              "schedule": schedule or {}, "mdm": mdm or {}, "seed": seed,
-             "peak_flops_per_second": peak_flops_per_second}
+             "peak_flops_per_second": peak_flops_per_second, "loss_chunk_size": loss_chunk_size}
         )
         self.config: ModelConfig = config
         self.objective = objective
@@ -77,9 +86,23 @@ class LanguageModel(L.LightningModule):
         self.tokens_per_step = tokens_per_step
         self.seed = seed
         self.peak_flops_per_second = peak_flops_per_second
+        self.loss_chunk_size = loss_chunk_size
         self.model = Transformer(config)
         self._last_log_time: float | None = None
         self._last_log_step = 0
+
+    # How the backbone is executed (activation checkpointing, compile, FSDP2): set by the run that trains
+    # it, never a hyperparameter, so a module loaded from a checkpoint is the plain model.
+    parallelism: Parallelism | None = None
+
+    def configure_model(self) -> None:
+        """Lightning's hook for applying parallelism: ``self.parallelism`` is applied to the backbone
+        once, sharded over the data-parallel mesh when the strategy is ``ModelParallelStrategy``."""
+        if self.parallelism is None or getattr(self, "_parallelized", False):
+            return
+        mesh = self._device_mesh["data_parallel"] if self._device_mesh is not None else None
+        parallelize(self.model, self.parallelism, mesh)
+        self._parallelized = True
 
     # ------------------------------------------------------------------ loss
     def forward(self, tokens: torch.Tensor, key_padding_mask: torch.Tensor | None = None) -> torch.Tensor:
@@ -89,7 +112,11 @@ class LanguageModel(L.LightningModule):
         tokens = batch["input_ids"]
         prompt_lengths = batch.get("prompt_lengths")
         response = None if prompt_lengths is None else sft_response_mask(prompt_lengths, tokens.shape[1])
+        chunk_size = self.loss_chunk_size
         if self.objective == "arm":
+            if chunk_size:
+                return arm_linear_loss(self.model.hidden_states(tokens), self.model.output.weight, tokens,
+                                       target_mask=response, chunk_size=chunk_size)
             return arm_loss(self.model(tokens), tokens, target_mask=response)
         noisy = mdm_forward_process(
             tokens,
@@ -101,8 +128,16 @@ class LanguageModel(L.LightningModule):
             t_sampling=self.mdm_config.t_sampling,
         )
         hidden = self.model.hidden_states(noisy.noisy, noisy.key_padding_mask)
+        if chunk_size:
+            return mdm_linear_loss(hidden[noisy.masked], self.model.output.weight, tokens, noisy.masked,
+                                   noisy.p_mask, noisy.lengths, chunk_size=chunk_size)
         masked_logits = self.model.output(hidden[noisy.masked])  # only masked positions are scored
         return mdm_loss(masked_logits, tokens, noisy.masked, noisy.p_mask, noisy.lengths)
+
+    def global_micro_batch(self, batch_idx: int) -> int:
+        """The index of this rank's micro-batch ``batch_idx`` among all ranks' micro-batches: the loader
+        gives rank r the r-th block of B sequences of each batch of W x B (``studies.data.loader``)."""
+        return batch_idx * self.trainer.world_size + self.global_rank
 
     def _generator(self, *parts: int) -> torch.Generator:
         generator = torch.Generator(device=self.device)
@@ -111,7 +146,7 @@ class LanguageModel(L.LightningModule):
 
     # -------------------------------------------------------------- training
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
-        generator = self._generator(0, self.global_step, batch_idx, self.global_rank)
+        generator = self._generator(0, self.global_step, self.global_micro_batch(batch_idx), 0)
         loss = self.loss(batch, generator)
         self.log("train/loss", loss, prog_bar=True)
         if self._logged_step():
@@ -135,7 +170,10 @@ class LanguageModel(L.LightningModule):
             return
         grads = [p.grad for p in self.model.parameters() if p.grad is not None]
         if grads:
-            self.log("train/grad_norm", torch.nn.utils.get_total_norm(grads))
+            norm = torch.nn.utils.get_total_norm(grads)
+            if hasattr(norm, "full_tensor"):  # FSDP2: a norm over local shards, reduced over ranks
+                norm = norm.full_tensor()
+            self.log("train/grad_norm", norm)
 
     def on_train_batch_end(self, outputs, batch, batch_idx) -> None:
         """Throughput (tokens/s) and MFU over each logging interval of optimizer steps."""
@@ -158,8 +196,9 @@ class LanguageModel(L.LightningModule):
 
     def validation_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         """ARM: next-token NLL per token. MDM: the eq. 3 bound per token, with noise fixed by the
-        batch index so validation losses are comparable across steps."""
-        generator = self._generator(1, batch_idx, self.global_rank)
+        batch's index among all ranks' (``batch_index``, else ``batch_idx``), so that validation
+        losses are comparable across steps and across numbers of ranks."""
+        generator = self._generator(1, int(batch.get("batch_index", batch_idx)), 0)
         loss = self.loss(batch, generator)
         self.log("val/loss", loss, prog_bar=True, sync_dist=True)
         return loss

@@ -3,6 +3,11 @@
 The randomness of the MDM forward process (which tokens are masked) is drawn by
 :func:`mdm_forward_process`, separate from the loss arithmetic (:func:`mdm_loss`), so that a fixed
 mask can be handed to the loss in a test and the same loss serves pretraining and SFT.
+
+Both losses are weighted sums of per-token cross-entropies. :func:`arm_token_weights` and
+:func:`mdm_token_weights` give those weights; :func:`arm_linear_loss` and :func:`mdm_linear_loss`
+take hidden states and the output head's weight instead of logits and compute the same loss with
+``models.linear_cross_entropy``, chunk by chunk, so that the full logits never exist.
 """
 
 from __future__ import annotations
@@ -11,6 +16,8 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+
+from models.linear_cross_entropy import linear_cross_entropy
 
 
 IGNORE_INDEX = -100  # a target that scores nothing (F.cross_entropy's default ignore_index)
@@ -82,6 +89,84 @@ def mdm_loss(
     rows = masked.nonzero()[:, 0]
     per_sequence = torch.zeros(batch, dtype=weighted.dtype, device=weighted.device).index_add(0, rows, weighted)
     return (per_sequence / lengths.to(weighted.dtype)).mean()
+
+
+def arm_token_weights(
+    tokens: torch.Tensor,  # [B, L]
+    target_mask: torch.Tensor | None = None,  # bool [B, L], as in arm_loss
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Targets [B, L] (position i predicts token i+1; IGNORE_INDEX at the last position and at
+    unscored ones) and weights [B, L] (1 / number of scored targets, else 0), such that
+    :func:`arm_loss` = sum_i w_i CE(logits_i, target_i)."""
+    batch, length = tokens.shape
+    targets = F.pad(tokens[:, 1:], (0, 1), value=IGNORE_INDEX)
+    if target_mask is None:
+        scored = torch.ones_like(tokens, dtype=torch.bool)
+        scored[:, -1] = False
+        count = batch * (length - 1)  # a number, not a tensor: no device sync in pretraining
+    else:
+        scored = F.pad(target_mask[:, 1:].bool(), (0, 1), value=False)
+        count = int(scored.sum())
+    if count == 0:
+        raise ValueError("arm_loss: target_mask selects no target token")
+    return targets.masked_fill(~scored, IGNORE_INDEX), scored.float() / count
+
+
+def mdm_token_weights(
+    masked: torch.Tensor,  # bool [B, L]
+    p_mask: torch.Tensor,  # [B] or [B, L]
+    lengths: torch.Tensor | None = None,  # [B]: per-sequence normaliser (default L)
+) -> torch.Tensor:
+    """Weights [M] of the masked positions, in the row-major order of ``masked``: LLaDA eq. 3 as
+    sum_i w_i CE_i with w_i = 1 / (p_mask_i * normaliser of its sequence * B), so that
+    :func:`mdm_loss` = sum_i w_i CE(logits_i, x0_i) over masked positions."""
+    batch, length = masked.shape
+    if p_mask.dim() == 1:
+        p_mask = p_mask[:, None].expand(batch, length)
+    if lengths is None:
+        normaliser = torch.full((batch,), float(length), device=masked.device)
+    else:
+        normaliser = lengths.float()
+    return (1.0 / (p_mask.float() * normaliser[:, None] * batch))[masked]
+
+
+def arm_linear_loss(
+    hidden: torch.Tensor,  # [B, L, d]: final hidden states
+    head_weight: torch.Tensor,  # [V, d]: the output head's weight
+    tokens: torch.Tensor,  # [B, L]
+    target_mask: torch.Tensor | None = None,
+    *,
+    chunk_size: int,
+) -> torch.Tensor:
+    """:func:`arm_loss` of the logits ``hidden @ head_weight^T``, computed ``chunk_size`` rows at a
+    time without the full logits. Every position's row is computed, the unscored ones with weight 0
+    (selecting the scored rows would cost a device sync)."""
+    targets, weights = arm_token_weights(tokens, target_mask)
+    return linear_cross_entropy(hidden.reshape(-1, hidden.shape[-1]), head_weight, targets.reshape(-1),
+                                weights.reshape(-1), chunk_size, IGNORE_INDEX)
+
+
+def mdm_linear_loss(
+    hidden: torch.Tensor,  # [B, L, d], or [M, d]: the hidden states of the M masked positions only
+    head_weight: torch.Tensor,  # [V, d]
+    targets: torch.Tensor,  # [B, L] clean tokens x0
+    masked: torch.Tensor,  # bool [B, L]
+    p_mask: torch.Tensor,  # [B] or [B, L]
+    lengths: torch.Tensor | None = None,  # [B]
+    *,
+    chunk_size: int,
+) -> torch.Tensor:
+    """:func:`mdm_loss` (LLaDA eq. 3) of the logits ``hidden @ head_weight^T``, computed
+    ``chunk_size`` masked rows at a time without the full logits."""
+    if masked.shape != targets.shape:
+        raise ValueError(f"masked has shape {tuple(masked.shape)}, expected {tuple(targets.shape)}")
+    if hidden.dim() == 3:
+        hidden = hidden[masked]
+    masked_targets = targets[masked]  # [M]
+    if hidden.shape[0] != masked_targets.shape[0]:
+        raise ValueError(f"hidden has {hidden.shape[0]} rows for {masked_targets.shape[0]} masked positions")
+    return linear_cross_entropy(hidden, head_weight, masked_targets, mdm_token_weights(masked, p_mask, lengths),
+                                chunk_size, IGNORE_INDEX)
 
 
 @dataclass

@@ -10,6 +10,7 @@ nothing about losses, training or logging.
 from __future__ import annotations
 
 import math
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -106,17 +107,42 @@ class Attention(nn.Module):
                 q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), causal=c.causal
             ).transpose(1, 2)
         else:
+            grouped = c.n_kv_heads != c.n_heads
+            if grouped and attn_mask is not None and q.is_cuda:
+                # CUDA's memory-efficient kernel takes a mask, but grouped heads only in some torch
+                # releases (PyTorch's SDPA docs: GQA in the flash and math kernels); given both, SDPA
+                # may fall back to the math kernel, which keeps [B, H, T, S] scores for backward
+                groups = c.n_heads // c.n_kv_heads
+                k, v = k.repeat_interleave(groups, dim=1), v.repeat_interleave(groups, dim=1)
+                grouped = False
             out = F.scaled_dot_product_attention(
                 q, k, v,
                 attn_mask=attn_mask,
                 is_causal=c.causal and attn_mask is None,
-                enable_gqa=c.n_kv_heads != c.n_heads,
+                enable_gqa=grouped,
             )
         return self.wo(out.transpose(1, 2).reshape(batch, length, c.d_model))
 
 
+_flash_allowed = True  # cleared by sdpa_only()
+
+
+@contextmanager
+def sdpa_only():
+    """Attention through ``F.scaled_dot_product_attention`` even where flash-attn would run: to compare
+    the two backends. The backward pass must run inside too where blocks are recomputed (activation
+    checkpointing replays the forward there)."""
+    global _flash_allowed
+    previous, _flash_allowed = _flash_allowed, False
+    try:
+        yield
+    finally:
+        _flash_allowed = previous
+
+
 def _use_flash(q: torch.Tensor) -> bool:
-    return flash_attn_func is not None and q.is_cuda and q.dtype in (torch.float16, torch.bfloat16)
+    return (_flash_allowed and flash_attn_func is not None and q.is_cuda
+            and q.dtype in (torch.float16, torch.bfloat16))
 
 
 class FeedForward(nn.Module):

@@ -7,6 +7,10 @@ falls back to a copy over the old file, so a job killed mid-write leaves neither
 moves the previous checkpoint to ``NAME.prev`` and renames the new one into place (one filesystem,
 so each rename is atomic). At every moment one complete checkpoint exists.
 
+A sharded checkpoint (``trainer.strategy: fsdp2``, ``studies.strategy``) is a folder of torch
+distributed checkpoint files, written beside its target as ``NAME.partial-sharded`` and installed the
+same way.
+
 On resume, ``resume_checkpoint`` picks the newest readable one: ``last.ckpt``, else ``last.ckpt.prev``
 with a message naming the file that was skipped and why. Both are exact resume points (a run resumed
 from either follows the uninterrupted run bit for bit). Partial files left by a kill are removed
@@ -28,7 +32,9 @@ from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from studies.config import branch_checkpoint
 
 PARTIAL = ".partial-"
+SHARDED_PARTIAL = PARTIAL + "sharded"  # one name for every rank of a sharded save
 PREVIOUS = ".prev"
+SHARDED_METADATA = (".metadata", "meta.pt")  # DCP's index (written last) and Lightning's loop state
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -50,35 +56,51 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         except BaseException:
             partial.unlink(missing_ok=True)  # a full disk or an interrupt: the old checkpoint stands
             raise
-        _install(partial, target)
+        install_checkpoint(partial, target)
 
 
 def _partial(target: Path) -> Path:
     return target.with_name(f"{target.name}{PARTIAL}{os.getpid()}")
 
 
-def _install(partial: Path, target: Path) -> None:
-    """Rename a complete ``partial`` into ``target``, keeping the previous target as ``NAME.prev``."""
+def install_checkpoint(partial: Path, target: Path) -> None:
+    """Rename a complete ``partial`` (a file, or a sharded checkpoint's folder) into ``target``,
+    keeping the previous target as ``NAME.prev``."""
     if target.exists():
-        os.replace(target, target.with_name(target.name + PREVIOUS))
+        previous = target.with_name(target.name + PREVIOUS)
+        if previous.is_dir():
+            shutil.rmtree(previous)  # a folder cannot be renamed over; the target stays complete meanwhile
+        os.replace(target, previous)
     os.replace(partial, target)
     _fsync_dir(target.parent)
 
 
 def place_copy(source: Path, target: Path) -> None:
     """Make ``target`` a checkpoint with ``source``'s bytes, the way ``AtomicCheckpointIO`` writes one:
-    a hard link where the filesystem allows it (no copy of a large file), else a copy."""
+    a hard link where the filesystem allows it (no copy of a large file), else a copy. A sharded
+    checkpoint's folder is placed file by file."""
     partial = _partial(Path(target))
+    if Path(source).is_dir():
+        shutil.copytree(source, partial, copy_function=_link_or_copy)
+    else:
+        _link_or_copy(source, partial)
+    install_checkpoint(partial, Path(target))
+
+
+def _link_or_copy(source, target) -> None:
     try:
-        os.link(source, partial)
+        os.link(source, target)
     except OSError:
-        shutil.copyfile(source, partial)
-    _install(partial, Path(target))
+        shutil.copyfile(source, target)
 
 
 def readable(path: Path) -> Optional[str]:
-    """None when ``path`` is a complete checkpoint file (a zip archive with its central directory),
-    else why not. Cheap: reads the archive's directory, not the tensors."""
+    """None when ``path`` is a complete checkpoint file (a zip archive with its central directory) or
+    a complete sharded checkpoint folder (with DCP's index and Lightning's meta.pt), else why not.
+    Cheap: reads the archive's directory, not the tensors."""
+    if path.is_dir():
+        absent = [name for name in SHARDED_METADATA if not (path / name).is_file()]
+        return f"an incomplete sharded checkpoint (no {', '.join(absent)})" if absent else None
     if not path.is_file():
         return "missing"
     if not zipfile.is_zipfile(path):
@@ -96,7 +118,8 @@ def resume_checkpoint(last: Path) -> Optional[Path]:
     only when neither exists). Removes partial files a kill left behind, with a message."""
     for stale in sorted(last.parent.glob(f"*{PARTIAL}*")) if last.parent.is_dir() else []:
         print(f"[checkpoints] removing {stale}: a checkpoint write that did not finish", file=sys.stderr, flush=True)
-        stale.unlink(missing_ok=True)
+        # every rank of a job may get here: whichever comes first removes it
+        shutil.rmtree(stale, ignore_errors=True) if stale.is_dir() else stale.unlink(missing_ok=True)
     previous = last.with_name(last.name + PREVIOUS)
     if not last.exists() and not previous.exists():
         return None

@@ -19,6 +19,8 @@ from models.recipe import COOLDOWN_SHAPES, SCHEDULE_KINDS, MDMConfig, OptimConfi
 from studies.data.config import DataConfig
 
 OBJECTIVES = ("arm", "mdm")
+STRATEGIES = ("auto", "ddp", "fsdp2")
+FSDP2_PRECISIONS = ("32-true", "bf16-mixed", "bf16-true")  # bf16-mixed: FSDP2's policy (studies/strategy.py)
 
 
 @dataclass
@@ -30,7 +32,15 @@ class TrainerConfig:
     accelerator: str = "auto"
     devices: int = 1
     num_nodes: int = 1
+    # auto: one device, or Lightning's choice; ddp: replicated weights and optimizer states; fsdp2:
+    # weights, gradients and optimizer states sharded over the data-parallel ranks (models/parallelize.py).
     strategy: str = "auto"
+    # Recompute each block's activations in the backward pass instead of keeping them: one more forward
+    # per step for a block's input alone kept per layer (sweeps/memory.py counts both).
+    activation_checkpointing: bool = False
+    # Rows of the output head computed at once in the loss (models/objectives.py,
+    # linear_cross_entropy); 0 computes every row's logits at once.
+    loss_chunk_size: int = 0
     log_every_n_steps: int = 10
     val_every_n_steps: int = 500
     # Validation windows: val_batches x micro_batch_size sequences in total, split across ranks, so
@@ -41,7 +51,7 @@ class TrainerConfig:
     progress_bar: bool = True
     # Redraw Lightning's bar every this many steps: each redraw costs a few percent of a tiny model's step.
     progress_bar_refresh_steps: int = 1
-    compile: bool = False
+    compile: bool = False  # torch.compile per Transformer block
     # Dense peak of one device (e.g. 989e12 for an H100 SXM in bf16): enables the perf/mfu metric.
     peak_flops_per_device: Optional[float] = None
 
@@ -146,8 +156,16 @@ RESULT_NEUTRAL_FIELDS = (
     ("trainer", "progress_bar"),
     ("trainer", "progress_bar_refresh_steps"),
     ("trainer", "checkpoint_every_n_steps"),
+    ("trainer", "activation_checkpointing"),  # a recomputed forward is bit for bit the kept one
     ("branching",),
 )
+
+
+# Fields added after run keys were first issued, with the value every earlier run had. At that value a
+# field is left out of the key, so a run planned before the field existed keeps its key and folder.
+KEYED_WHEN_CHANGED = {
+    ("trainer", "loss_chunk_size"): 0,
+}
 
 
 # Schedule fields that only ``schedule.kind: cooldown`` reads; under any other kind they cannot change a
@@ -163,6 +181,10 @@ def result_determining(config: dict) -> dict:
         for part in path[:-1]:
             node = node.get(part, {})
         node.pop(path[-1], None)
+    for (section, name), earlier in KEYED_WHEN_CHANGED.items():
+        node = kept.get(section)
+        if isinstance(node, dict) and node.get(name) == earlier:
+            node.pop(name)
     schedule = kept.get("schedule")
     if isinstance(schedule, dict) and schedule.get("kind") != "cooldown":
         for unread in COOLDOWN_FIELDS:  # only the cooldown schedule reads them
@@ -203,6 +225,13 @@ def check_run_config(cfg: RunConfig) -> None:
                          "(Hägele et al. 2024: 0.1 to 0.2)")
     if s.kind == "wsd" and not 0 <= s.drop_at <= s.decay_start <= 1:
         raise ValueError("schedule needs 0 <= drop_at <= decay_start <= 1")
+    if t.strategy not in STRATEGIES:
+        hint = " (FSDP2, fully_shard, is spelled fsdp2)" if t.strategy.startswith("fsdp") else ""
+        raise ValueError(f"trainer.strategy must be one of {', '.join(STRATEGIES)}, got {t.strategy!r}{hint}")
+    if t.strategy == "fsdp2" and t.precision not in FSDP2_PRECISIONS:
+        raise ValueError(f"trainer.strategy=fsdp2 runs at precision {', '.join(FSDP2_PRECISIONS)}; got {t.precision!r}")
+    if t.loss_chunk_size < 0:
+        raise ValueError(f"trainer.loss_chunk_size must be 0 (no chunks) or a number of rows, got {t.loss_chunk_size}")
     if t.progress_bar_refresh_steps < 1:
         raise ValueError(f"trainer.progress_bar_refresh_steps must be at least 1, got {t.progress_bar_refresh_steps}")
     check_no_credentials(cfg.tracking.uri, "tracking.uri")

@@ -152,6 +152,10 @@ def resolve_checkpoint(checkpoint, data_dir=None) -> tuple:
     checkpoint: the data folder is ``data_dir`` if given, else the one the run trained on. Exits with
     an error that names the fix when either cannot be found."""
     checkpoint = Path(checkpoint)
+    if checkpoint.is_dir():
+        from studies.consolidate import sharded_checkpoint_error
+
+        raise SystemExit(f"error: {sharded_checkpoint_error(checkpoint)}")
     if not checkpoint.is_file():
         raise SystemExit(f"error: checkpoint {checkpoint} does not exist")
     run_cfg = None

@@ -6,7 +6,8 @@ A run lives in its ``out_dir``: the resolved ``config.yaml``, ``checkpoints/`` (
 training, ``final.ckpt`` at the end), training logs, and ``result.json``, written last, which marks
 the run finished. Re-running a finished run does nothing; re-running an interrupted one resumes
 from ``last.ckpt`` (model, optimizer, schedule, step and data position), so a requeued job continues
-exactly where it stopped.
+exactly where it stopped. Under ``trainer.strategy: fsdp2`` the checkpoints are sharded folders
+(``studies/strategy.py``); ``python -m studies.consolidate`` makes one file of them.
 
 In a branched grid (``sweeps/branching.py``) a trunk is trained in segments,
 
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -127,6 +129,7 @@ def run(cfg: RunConfig, callbacks: list | None = None, *, until_step: int | None
     from studies.callbacks import DataEpochs, progress_bar
     from studies.checkpoints import PREVIOUS, AtomicCheckpointIO, BranchCheckpoints, start_checkpoint
     from studies.preemption import CheckpointAndRequeue, cluster_plugins
+    from studies.strategy import lightning_strategy
     from studies.data.loader import TokenDataModule
     from studies.data.prepare import load_metadata, prepare_dataset
 
@@ -149,9 +152,9 @@ def run(cfg: RunConfig, callbacks: list | None = None, *, until_step: int | None
         mdm=dataclasses.asdict(cfg.mdm),
         seed=cfg.seed,
         peak_flops_per_second=t.peak_flops_per_device,
+        loss_chunk_size=t.loss_chunk_size,
     )
-    if t.compile:
-        module.model.compile()  # in place: parameter names (and checkpoints) stay unchanged
+    strategy, precision, module.parallelism = lightning_strategy(t)  # applied in configure_model
     datamodule = TokenDataModule(
         data_dir,
         seq_len=t.seq_len,
@@ -183,8 +186,8 @@ def run(cfg: RunConfig, callbacks: list | None = None, *, until_step: int | None
         accelerator=t.accelerator,
         devices=t.devices,
         num_nodes=t.num_nodes,
-        strategy=t.strategy,
-        precision=t.precision,
+        strategy=strategy,
+        precision=precision,
         accumulate_grad_batches=accumulate,
         gradient_clip_val=cfg.optim.grad_clip or None,
         log_every_n_steps=t.log_every_n_steps,
@@ -255,8 +258,8 @@ def run(cfg: RunConfig, callbacks: list | None = None, *, until_step: int | None
         tmp = out / (RESULT_FILE + ".tmp")
         tmp.write_text(json.dumps(result, indent=2))
         tmp.replace(result_path)
-        for superseded in (last, last.with_name(last.name + PREVIOUS)):
-            superseded.unlink(missing_ok=True)  # the final checkpoint supersedes them
+        for superseded in (last, last.with_name(last.name + PREVIOUS)):  # the final checkpoint supersedes them
+            shutil.rmtree(superseded) if superseded.is_dir() else superseded.unlink(missing_ok=True)
         if tracker is not None:
             tracker.log_metrics({"final/val_loss": result["val_loss"] or float("nan"),
                                  "final/flops": result["flops"]}, result["steps"])

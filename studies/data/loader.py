@@ -129,7 +129,10 @@ class _TrainLoader(DataLoader):
 
 
 class ValBatches(IterableDataset):
-    """The first ``num_sequences`` validation windows in order, split into contiguous rank blocks."""
+    """The first ``num_sequences`` validation windows in order, split into contiguous rank blocks.
+
+    Each batch carries ``batch_index``, its place among all ranks' micro-batches: the MDM validation
+    noise is drawn by it, so that any number of ranks scores the same windows under the same masks."""
 
     def __init__(self, stream: TokenStream, rank: int, world_size: int, micro_batch_size: int, num_sequences: int):
         per_rank = num_sequences // world_size
@@ -141,7 +144,8 @@ class ValBatches(IterableDataset):
         worker, workers = (0, 1) if info is None else (info.id, info.num_workers)
         for k, begin in enumerate(range(0, len(self.ids), self.micro_batch_size)):
             if k % workers == worker:
-                yield {"input_ids": self.stream.read(self.ids[begin: begin + self.micro_batch_size])}
+                yield {"input_ids": self.stream.read(self.ids[begin: begin + self.micro_batch_size]),
+                       "batch_index": int(self.ids[begin]) // self.micro_batch_size}
 
 
 class TokenDataModule(L.LightningDataModule):

@@ -241,6 +241,10 @@ def load_checkpoint_adapter(checkpoint, data_dir, *, mc_samples: int = 128, cfg_
     from studies.data.prepare import load_metadata
 
     checkpoint = Path(checkpoint)
+    if checkpoint.is_dir():
+        from studies.consolidate import sharded_checkpoint_error
+
+        raise IsADirectoryError(sharded_checkpoint_error(checkpoint))
     if not checkpoint.is_file():
         raise FileNotFoundError(f"checkpoint {checkpoint} does not exist")
     module = LanguageModel.load_from_checkpoint(str(checkpoint), map_location=device, weights_only=False)

@@ -9,7 +9,8 @@ checkpoint state, so a resumed run neither repeats nor loses points) for the run
 optionally written to ``results_dir/eval_step{N}.json`` as they happen.
 
 Under DDP every rank runs the evaluation on its shard of the items (``evaluate_suite``); the
-torchmetrics reduction makes the numbers identical on all ranks, and only rank 0 writes files.
+torchmetrics reduction makes the numbers identical on all ranks, and only rank 0 writes files. Under
+FSDP2 the weights are gathered on every rank for the evaluation (``models.parallelize.gathered``).
 """
 
 from __future__ import annotations
@@ -69,13 +70,16 @@ class DownstreamEval(L.Callback):
         self.results.append(self.evaluate(trainer, pl_module, step))
 
     def evaluate(self, trainer, pl_module, step: int) -> Dict[str, Any]:
+        from models.parallelize import gathered
         from studies.evaluate import evaluate_suite
 
         started = time.time()
         adapter = ModelAdapter.from_module(pl_module, self.tokenizer, special_ids=self.special_ids,
                                            mc_samples=self.mc_samples, cfg_scale=self.cfg_scale,
                                            settings=self.settings)
-        tasks = evaluate_suite(adapter, self.suite, limit=self.limit, tasks_dir=self.tasks_dir, settings=self.settings)
+        with gathered(pl_module.model):  # FSDP2: no collective inside the ranks' unequal forward calls
+            tasks = evaluate_suite(adapter, self.suite, limit=self.limit, tasks_dir=self.tasks_dir,
+                                   settings=self.settings)
         tokens = step * int(pl_module.tokens_per_step)
         flops = training_flops_per_token(pl_module.config) * tokens
         point = {"step": step, "fraction": step / max(1, int(getattr(pl_module, "total_steps", 0) or 1)),

@@ -120,6 +120,53 @@ def test_mdm_loss_and_gradients_equal_those_of_the_full_logits(sft):
         torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-7)
 
 
+@pytest.mark.parametrize("chunk_size", [1, 7, 128, 10**4])  # 128 = 4 x 32, every ARM row
+@pytest.mark.parametrize("objective,sft", [("arm", False), ("arm", True), ("mdm", False), ("mdm", True)])
+def test_loss_in_chunks_equals_the_plain_loss_and_gradients(objective, sft, chunk_size):
+    """loss_chunk_size > 0 (models/linear_cross_entropy.py) gives the loss and every parameter's
+    gradient of loss_chunk_size = 0, for ARM and MDM, pretraining (with random-length cuts) and SFT."""
+    torch.manual_seed(0)
+    rows = torch.randint(0, MASK_ID, (4, 32))
+    batch = {"input_ids": rows}
+    if sft:
+        batch["prompt_lengths"] = torch.tensor([3, 8, 1, 20])
+    results = []
+    for size in (0, chunk_size):
+        torch.manual_seed(1)  # the same initial weights
+        module = make_module(objective, 1, mdm=dict(random_length_prob=0.5), loss_chunk_size=size)
+        loss = module.loss(batch, torch.Generator().manual_seed(7))
+        results.append((loss.detach(), torch.autograd.grad(loss, list(module.parameters()))))
+    (plain, plain_grads), (chunked, chunked_grads) = results
+    torch.testing.assert_close(chunked, plain, rtol=1e-5, atol=1e-6)
+    for got, want in zip(chunked_grads, plain_grads):
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-7)
+
+
+def test_loss_chunk_size_is_a_hyperparameter_and_zero_is_the_plain_path():
+    torch.manual_seed(0)
+    module = make_module("arm", 1, loss_chunk_size=16)
+    assert module.hparams["loss_chunk_size"] == 16
+    module.loss_chunk_size = 0
+    rows = torch.randint(0, MASK_ID, (4, 32))
+    from models.objectives import arm_loss
+
+    assert torch.equal(module.loss({"input_ids": rows}, None), arm_loss(module.model(rows), rows))
+    with pytest.raises(ValueError, match="loss_chunk_size"):
+        make_module("arm", 1, loss_chunk_size=-1)
+
+
+def test_tied_head_in_chunks_gets_the_gradient_of_both_uses():
+    torch.manual_seed(0)
+    rows = torch.randint(0, MASK_ID, (4, 32))
+    grads = []
+    for size in (0, 7):
+        torch.manual_seed(1)
+        config = preset("tiny", vocab_size=VOCAB, causal=True, tie_embeddings=True)
+        module = LanguageModel(dataclasses.asdict(config), "arm", total_steps=1, tokens_per_step=1, loss_chunk_size=size)
+        grads.append(torch.autograd.grad(module.loss({"input_ids": rows}, None), [module.model.embed.weight])[0])
+    torch.testing.assert_close(grads[1], grads[0], rtol=1e-4, atol=1e-7)
+
+
 class Recorder(L.Callback):
     def __init__(self):
         self.logged = []

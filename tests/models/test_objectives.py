@@ -6,7 +6,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from models.objectives import arm_loss, mdm_forward_process, mdm_loss, sft_response_mask
+from largest_tensor import LargestTensor  # tests/largest_tensor.py
+from models.linear_cross_entropy import linear_cross_entropy
+from models.objectives import (IGNORE_INDEX, _token_cross_entropy, arm_linear_loss, arm_loss, arm_token_weights,
+                               mdm_forward_process, mdm_linear_loss, mdm_loss, mdm_token_weights,
+                               sft_response_mask)
 
 
 def test_mdm_loss_matches_hand_computed_value():
@@ -140,3 +144,147 @@ def test_stratified_t_puts_one_draw_in_each_stratum_and_keeps_every_t_uniform():
     assert sorted(torch.floor(masked.p_mask[:, 0] * 8).tolist()) == list(range(8))
     with pytest.raises(ValueError, match="unknown mdm.t_sampling"):
         mdm_forward_process(tokens, 3, t_sampling="sobol")
+
+
+# ----------------------------------------------- the output head's loss in chunks (linear_cross_entropy)
+B, L, D, V = 3, 10, 16, 50  # N = B * L = 30 rows
+CHUNK_SIZES = [1, 7, B * L, 1000]  # one row, a size that does not divide N, N, more than N
+
+
+def _head(seed=0):
+    torch.manual_seed(seed)
+    hidden = torch.randn(B, L, D, requires_grad=True)
+    weight = (0.5 * torch.randn(V, D)).requires_grad_()
+    tokens = torch.randint(0, V, (B, L))
+    return hidden, weight, tokens
+
+
+def _mdm_cases(tokens):
+    """(name, masked, p_mask, lengths) for pretraining, a random-length cut, and SFT."""
+    generator = torch.Generator().manual_seed(3)
+    pretraining = mdm_forward_process(tokens, V - 1, generator=generator)
+    cut = mdm_forward_process(tokens, V - 1, random_length_prob=1.0, generator=generator)
+    assert cut.key_padding_mask is not None
+    sft = mdm_forward_process(tokens, V - 1, maskable=sft_response_mask(torch.tensor([2, 5, 0]), L),
+                              generator=generator)
+    return [("pretraining", pretraining.masked, pretraining.p_mask[:, 0], None),
+            ("random length", cut.masked, cut.p_mask, cut.lengths),
+            ("sft", sft.masked, sft.p_mask, sft.lengths)]
+
+
+def _value_and_grads(loss, inputs):
+    return loss.detach(), torch.autograd.grad(loss, inputs)
+
+
+def _assert_same(got, want):
+    torch.testing.assert_close(got[0], want[0], rtol=1e-5, atol=1e-6)
+    for g, w in zip(got[1], want[1]):
+        torch.testing.assert_close(g, w, rtol=1e-4, atol=1e-7)
+
+
+def test_token_weights_reproduce_arm_and_mdm_losses():
+    hidden, weight, tokens = _head()
+    logits = (hidden @ weight.t()).detach()
+    for target_mask in (None, sft_response_mask(torch.tensor([2, 5, 0]), L)):
+        targets, weights = arm_token_weights(tokens, target_mask)
+        weighted = (_token_cross_entropy(logits, targets) * weights).sum()
+        assert weighted.item() == pytest.approx(arm_loss(logits, tokens, target_mask).item(), rel=1e-6)
+        assert (targets[:, -1] == IGNORE_INDEX).all() and weights.sum().item() == pytest.approx(1.0)
+    for _, masked, p_mask, lengths in _mdm_cases(tokens):
+        weighted = (_token_cross_entropy(logits[masked], tokens[masked]) * mdm_token_weights(masked, p_mask, lengths)).sum()
+        assert weighted.item() == pytest.approx(mdm_loss(logits, tokens, masked, p_mask, lengths).item(), rel=1e-6)
+    with pytest.raises(ValueError, match="no target token"):
+        arm_token_weights(tokens, torch.zeros(B, L, dtype=torch.bool))
+
+
+@pytest.mark.parametrize("chunk_size", CHUNK_SIZES)
+@pytest.mark.parametrize("sft", [False, True])
+def test_arm_loss_in_chunks_equals_the_plain_loss_and_gradients(chunk_size, sft):
+    hidden, weight, tokens = _head()
+    target_mask = sft_response_mask(torch.tensor([2, 5, 0]), L) if sft else None
+    want = _value_and_grads(arm_loss(hidden @ weight.t(), tokens, target_mask), [hidden, weight])
+    got = _value_and_grads(arm_linear_loss(hidden, weight, tokens, target_mask, chunk_size=chunk_size), [hidden, weight])
+    _assert_same(got, want)
+
+
+@pytest.mark.parametrize("chunk_size", CHUNK_SIZES)
+def test_mdm_loss_in_chunks_equals_the_plain_loss_and_gradients(chunk_size):
+    hidden, weight, tokens = _head()
+    for name, masked, p_mask, lengths in _mdm_cases(tokens):
+        want = _value_and_grads(mdm_loss(hidden[masked] @ weight.t(), tokens, masked, p_mask, lengths), [hidden, weight])
+        for rows in (hidden, hidden[masked]):  # the full hidden states, or the masked rows alone
+            got = mdm_linear_loss(rows, weight, tokens, masked, p_mask, lengths, chunk_size=chunk_size)
+            _assert_same(_value_and_grads(got, [hidden, weight]), want)
+
+
+@pytest.mark.parametrize("chunk_size", [1, 7, 1000])
+def test_linear_cross_entropy_ignores_ignore_index_targets_and_weights_each_row(chunk_size):
+    hidden, weight, tokens = _head()
+    rows, targets = hidden.reshape(-1, D), tokens.reshape(-1).clone()
+    targets[::4] = IGNORE_INDEX
+    token_weights = torch.rand(B * L)
+    plain = (F.cross_entropy(rows @ weight.t(), targets, reduction="none") * token_weights).sum()
+    want = _value_and_grads(plain, [hidden, weight])
+    got = _value_and_grads(linear_cross_entropy(rows, weight, targets, token_weights, chunk_size), [hidden, weight])
+    _assert_same(got, want)
+    assert (got[1][0].reshape(-1, D)[::4] == 0).all()  # an ignored row gets no gradient
+
+
+def test_linear_cross_entropy_scales_by_the_incoming_gradient_and_handles_a_frozen_head():
+    hidden, weight, tokens = _head()
+    rows, targets, token_weights = hidden.reshape(-1, D), tokens.reshape(-1), torch.full((B * L,), 0.1)
+    plain = (F.cross_entropy(rows @ weight.t(), targets, reduction="none") * token_weights).sum()
+    want = _value_and_grads(3.5 * plain, [hidden, weight])
+    got = _value_and_grads(3.5 * linear_cross_entropy(rows, weight, targets, token_weights, 7), [hidden, weight])
+    _assert_same(got, want)
+    frozen = weight.detach()
+    loss = linear_cross_entropy(rows, frozen, targets, token_weights, 7)
+    (grad_hidden,) = torch.autograd.grad(loss, [hidden])
+    torch.testing.assert_close(grad_hidden, want[1][0] / 3.5)
+    with torch.no_grad():
+        value = linear_cross_entropy(rows, weight, targets, token_weights, 7)
+    assert value.grad_fn is None and value.item() == pytest.approx(plain.item(), rel=1e-6)
+    with pytest.raises(ValueError, match="chunk_size"):
+        linear_cross_entropy(rows, weight, targets, token_weights, 0)
+    with pytest.raises(ValueError, match="one per row"):
+        linear_cross_entropy(rows, weight, targets[1:], token_weights, 7)
+
+
+def test_linear_cross_entropy_under_autocast_runs_the_head_in_the_autocast_dtype():
+    """bf16-mixed: the matmul in bf16 as nn.Linear would run it, the log-softmax in float32, and the
+    gradients in the dtypes of the inputs (float32 master weights)."""
+    hidden, weight, tokens = _head()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        want = _value_and_grads(arm_loss(F.linear(hidden, weight), tokens), [hidden, weight])
+        loss = arm_linear_loss(hidden, weight, tokens, chunk_size=7)
+        got = _value_and_grads(loss, [hidden, weight])
+    assert loss.dtype == torch.float32
+    assert got[1][0].dtype == hidden.dtype and got[1][1].dtype == weight.dtype
+    # Same bf16 logits, so the same loss; the plain weight gradient is one bf16 matmul over all rows,
+    # the chunked one sums per-chunk bf16 products in float32.
+    torch.testing.assert_close(got[0], want[0], rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(got[1][0], want[1][0], rtol=1e-2, atol=1e-4)
+    torch.testing.assert_close(got[1][1], want[1][1], rtol=2e-2, atol=1e-3)
+    bf16_hidden = hidden.detach().bfloat16().requires_grad_()
+    (grad,) = torch.autograd.grad(arm_linear_loss(bf16_hidden, weight.bfloat16(), tokens, chunk_size=7), [bf16_hidden])
+    assert grad.dtype == torch.bfloat16
+
+
+def test_the_full_logits_never_exist_in_chunks():
+    """No op creates, and nothing is saved for backward, of N x V elements; the plain path does both
+    (which is what makes this check meaningful)."""
+    hidden, weight, tokens = _head()
+    full = B * L * V
+
+    def largest_created_and_saved(loss_fn):
+        saved = []
+        with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t.numel()) or t, lambda t: t):
+            with LargestTensor() as largest:
+                loss_fn().backward()
+        return largest.numel, max(saved)
+
+    created, saved = largest_created_and_saved(lambda: arm_loss(hidden @ weight.t(), tokens))
+    assert created >= full and saved >= full
+    for chunk_size in (7, 15):
+        created, saved = largest_created_and_saved(lambda: arm_linear_loss(hidden, weight, tokens, chunk_size=chunk_size))
+        assert created == max(chunk_size * V, V * D) and saved == max(B * L * D, V * D)

@@ -297,3 +297,24 @@ def test_config_module_does_not_import_torch():
     result = run_python("import sys, models.config; print('torch' in sys.modules)")
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "False"
+
+
+def test_sdpa_only_turns_flash_attention_off_inside_the_block_alone(monkeypatch):
+    """flash-attn runs only on CUDA, so its choice is checked on a stand-in query tensor."""
+    from types import SimpleNamespace
+
+    from models import transformer
+
+    monkeypatch.setattr(transformer, "flash_attn_func", lambda *args, **kwargs: None)
+    query = SimpleNamespace(is_cuda=True, dtype=torch.bfloat16)
+    assert transformer._use_flash(query)
+    with transformer.sdpa_only():
+        assert not transformer._use_flash(query)
+        with transformer.sdpa_only():
+            pass
+        assert not transformer._use_flash(query)  # nesting restores the outer setting
+    assert transformer._use_flash(query)
+    with pytest.raises(RuntimeError), transformer.sdpa_only():
+        raise RuntimeError
+    assert transformer._use_flash(query)  # restored after an error too
+    assert not transformer._use_flash(SimpleNamespace(is_cuda=True, dtype=torch.float32))

@@ -1,4 +1,5 @@
-"""Two processes through SLURM: a job with 2 tasks trains with Lightning DDP on CPU (gloo).
+"""Two processes through SLURM: a job with 2 tasks trains with Lightning DDP, or with FSDP2 through
+ModelParallelStrategy, on CPU (gloo).
 
 ``srun`` starts the tasks; Lightning's SLURMEnvironment takes rank and world size from SLURM, the code
 path of a multi-node GPU job. Each rank trains on half of every global batch (2 of 4 sequences) and
@@ -17,6 +18,8 @@ import torch
 from run_configs import tiny_run_config
 from slurm_jobs import render_job, start_local_run, write_run_config
 
+from studies.consolidate import consolidate
+
 pytestmark = pytest.mark.slurm
 
 STEPS = 8
@@ -31,7 +34,8 @@ def _val_losses(out_dir) -> dict[int, float]:
     return rows
 
 
-def test_two_task_job_trains_with_ddp_like_one_process(slurm_cluster, data_cache, tmp_path):
+@pytest.mark.parametrize("strategy", ["ddp", "fsdp2"])
+def test_two_task_job_trains_like_one_process(strategy, slurm_cluster, data_cache, tmp_path):
     if slurm_cluster.cpus < 2:
         pytest.skip(f"the node has {slurm_cluster.cpus} CPU(s); a 2-task job needs 2")
     # One validation set for both: studies.run validates on the first val_batches x micro_batch_size
@@ -40,7 +44,7 @@ def test_two_task_job_trains_with_ddp_like_one_process(slurm_cluster, data_cache
     trainer = {"global_batch_size": 4, "micro_batch_size": 4, "val_every_n_steps": 4, "val_batches": 1}
     single = tiny_run_config(tmp_path / "single", data_cache, "arm", STEPS, trainer=trainer)
     ddp = dataclasses.replace(single, out_dir=str(tmp_path / "ddp"), trainer=dataclasses.replace(
-        single.trainer, devices=2, strategy="ddp", micro_batch_size=2, val_batches=2))
+        single.trainer, devices=2, strategy=strategy, micro_batch_size=2, val_batches=2))
     script = render_job(write_run_config(ddp, tmp_path / "jobs" / "ddp.yaml"), tmp_path / "jobs" / "ddp.sbatch")
     assert "#SBATCH --ntasks-per-node=2" in script.read_text()
 
@@ -67,8 +71,12 @@ def test_two_task_job_trains_with_ddp_like_one_process(slurm_cluster, data_cache
         assert val_ddp[step] == pytest.approx(loss, rel=1e-5), step
     assert results["ddp"]["val_loss"] == pytest.approx(results["single"]["val_loss"], rel=1e-5)
 
-    weights = {name: torch.load(tmp_path / name / "checkpoints" / "final.ckpt", map_location="cpu",
-                                weights_only=False)["state_dict"] for name in ("single", "ddp")}
+    final = {name: tmp_path / name / "checkpoints" / "final.ckpt" for name in ("single", "ddp")}
+    if strategy == "fsdp2":  # one shard per rank, gathered into one file
+        assert len(list(final["ddp"].glob("*.distcp"))) == 2
+        final["ddp"] = consolidate(final["ddp"])
+    weights = {name: torch.load(path, map_location="cpu", weights_only=False)["state_dict"]
+               for name, path in final.items()}
     assert weights["ddp"].keys() == weights["single"].keys()
     # DDP sums each gradient in another order than one process does, so the two agree to the last bits
     # only. Adam divides by sqrt(v): where a gradient is at rounding level (the embedding row of a token

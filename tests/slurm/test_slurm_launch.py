@@ -106,8 +106,8 @@ def test_unknown_partition_fails_at_submission_with_slurms_message(slurm_cluster
 
 
 def test_crashing_job_is_failed_with_its_log_and_not_retried(slurm_cluster, tmp_path):
-    # passes planning, raises inside the job: Lightning knows no such strategy
-    crash = [*TINY, "trainer.strategy=no_such_strategy"]
+    # passes planning, raises inside the job: Lightning knows no such accelerator
+    crash = [*TINY, "trainer.accelerator=no_such_accelerator"]
     args = ["--grid", "smoke", "--cluster", "slurm", "--profile", "dev", "--only", "objective=arm", *crash]
     launch = _cli("launch.py", *args, cwd=tmp_path)
     assert launch.returncode == 0, launch.stdout[-2000:] + launch.stderr[-2000:]
@@ -115,9 +115,9 @@ def test_crashing_job_is_failed_with_its_log_and_not_retried(slurm_cluster, tmp_
     rows = wait_for(lambda: [r for r in _status(tmp_path, "--only", "objective=arm", *crash) if r["state"] == "failed"],
                     JOB_TIMEOUT_S, "the crashing run shown as failed", slurm_cluster, every=2)
     row = rows[0]
-    assert "raised" in row["detail"] and "no_such_strategy" in row["detail"], row
+    assert "raised" in row["detail"] and "no_such_accelerator" in row["detail"], row
     log = Path(row["log"])
-    assert log.is_file() and "no_such_strategy" in log.read_text()
+    assert log.is_file() and "no_such_accelerator" in log.read_text()
     table = _cli("status.py", "--grid", "smoke", "--profile", "dev", "--only", "objective=arm", *crash, cwd=tmp_path)
     assert "failed" in table.stdout and str(log) in table.stdout, table.stdout
 
