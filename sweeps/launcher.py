@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 from typing import Optional, Sequence
 
+from sweeps.memory import fit_error
 from sweeps.plan import plan_grid
 from sweeps.records import SweepLog
 from sweeps.report import plan_json, plan_table, state_counts
@@ -116,6 +117,14 @@ def main(argv: Optional[Sequence[str]] = None, *, command: Sequence[str] = RUN_C
         for r in failed:
             s = states[r.key]
             say(f"  {r.key} {r.name}: {s.detail}" + (f"; log: {s.log}" if s.log else ""))
+
+    # A run whose memory plan exceeds the profile's GPUs is bad input: refused before anything is written,
+    # the plan above showing every run's GiB (finished runs and trunks are not trained again).
+    unfinished = [r for r in plan.runs if states[r.key].state != "finished"] + [t for t in plan.trunks if not t.done()]
+    too_big = fit_error(unfinished, plan.profile.gpu_memory_gb, plan.profile_name)
+    if too_big:
+        print(f"error: {too_big}", file=sys.stderr)
+        return 2
 
     if args.emit_sbatch and plan.trunks:
         print("error: --emit-sbatch writes one job array, which cannot chain a branched grid's trunk segments; "

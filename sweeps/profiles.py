@@ -35,6 +35,7 @@ class ClusterProfile:
     device: str = MISSING  # what peak_tflops refers to, e.g. "H100 SXM (bf16 dense)"
     peak_tflops: float = MISSING  # per device
     mfu: float = MISSING  # assumed model FLOPs utilisation for the estimate
+    gpu_memory_gb: Optional[float] = None  # memory of one device (GB), for the memory plan; None: not checked
     description: str = ""
     # What `--cluster auto` picks where sbatch is on PATH: "slurm", or "local" for a profile that
     # describes this machine (so the smoke grid runs here even where a SLURM client is installed).
@@ -90,6 +91,9 @@ def check_profile(profile: ClusterProfile, path: Path | str = "profile") -> None
             raise ValueError(f"cluster profile {path}: {name} must be >= 1, got {getattr(profile, name)}")
     if profile.gpus_per_node < 0 or profile.mem_gb <= 0 or profile.peak_tflops <= 0:
         raise ValueError(f"cluster profile {path}: gpus_per_node >= 0, mem_gb > 0 and peak_tflops > 0 needed")
+    if profile.gpu_memory_gb is not None and profile.gpu_memory_gb <= 0:
+        raise ValueError(f"cluster profile {path}: gpu_memory_gb must be positive (GB per device) or absent, "
+                         f"got {profile.gpu_memory_gb}")
     if not 0 < profile.mfu <= 1:
         raise ValueError(f"cluster profile {path}: mfu must be in (0, 1], got {profile.mfu}")
     if profile.executor not in ("slurm", "local"):
