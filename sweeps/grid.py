@@ -13,8 +13,12 @@ that names a preset per objective, for presets that encode the objective::
       - cpu-1m                          # ARM and MDM both use cpu-1m
       - {arm: arm-1b, mdm: llada-1b}    # LLaDA Table 5: one architecture, two names
       - {preset: cpu-2m, label: cpu-2m-deep, overrides: {n_layers: 8}}
+      - {arm: arm-7b, mdm: llada-8b, pairing: compute}   # LLaDA Table 5: two architectures
 
-An entry that names a preset for only one objective runs only that objective.
+An entry that names a preset for only one objective runs only that objective. An entry's ``pairing``
+says what its ARM and MDM share at a grid point: ``twins`` (the default) one architecture, so N, D, C
+and step counts too, only the objective differs (LLaDA's 1B comparison); ``compute`` only the budget
+C, each with its own N and D = C / 6N (LLaDA's ARM 7B against LLaDA 8B, Fig. 3).
 """
 
 from __future__ import annotations
@@ -31,6 +35,10 @@ from omegaconf.errors import OmegaConfBaseException
 from studies.config import OBJECTIVES, STUDY_SECTIONS, StudyConfig
 
 GRIDS_DIR = Path(__file__).resolve().parent / "grids"
+# What an entry's ARM and MDM share at a grid point (``ModelEntry.pairing``).
+TWINS = "twins"  # one architecture: N, D, C, steps; only the objective differs
+COMPUTE = "compute"  # the budget C only: different architectures, each with its own N and D = C / 6N
+PAIRINGS = (TWINS, COMPUTE)
 
 
 @dataclass
@@ -42,6 +50,7 @@ class ModelEntry:
     mdm: Optional[str] = None
     label: Optional[str] = None  # display name (and ModelConfig.name) when overrides change the preset
     overrides: Dict[str, Any] = field(default_factory=dict)
+    pairing: str = TWINS  # one of PAIRINGS; ``compute`` lets arm and mdm name different architectures
 
     def preset_for(self, objective: str) -> Optional[str]:
         return getattr(self, objective) or self.preset
@@ -214,14 +223,37 @@ def check_grid(grid: GridConfig) -> None:
                 f"models entry {entry} names no preset for the grid's objectives {grid.objectives}: "
                 "set preset (both objectives) or arm / mdm"
             )
+        check_pairing(entry)
+
+
+def check_pairing(entry: ModelEntry) -> None:
+    """An entry's ``pairing`` is one of ``PAIRINGS``; a misspelt one is an error, not the default."""
+    if entry.pairing == COMPUTE and entry.label:
+        raise ValueError(
+            f"models entry {entry.arm}/{entry.mdm}: label {entry.label!r} would name both architectures of a "
+            f"pairing: {COMPUTE} entry alike; drop label (each run keeps its preset's name)"
+        )
+    if entry.pairing in PAIRINGS:
+        return
+    close = difflib.get_close_matches(str(entry.pairing), PAIRINGS, n=1)
+    hint = f" Did you mean {close[0]}?" if close else ""
+    raise ValueError(
+        f"models entry {entry.arm or entry.preset}/{entry.mdm or entry.preset}: pairing {entry.pairing!r} is not "
+        f"one of {', '.join(PAIRINGS)}.{hint} ({TWINS}, the default: ARM and MDM share one architecture and so N, "
+        f"D and C; {COMPUTE}: different architectures matched on C alone, each with its own N and D = C / 6N)"
+    )
 
 
 __all__ = [
+    "COMPUTE",
     "GRIDS_DIR",
+    "PAIRINGS",
+    "TWINS",
     "GridConfig",
     "ModelEntry",
     "STUDY_SECTIONS",
     "check_grid",
+    "check_pairing",
     "in_window",
     "seeds_at",
     "grid_name",

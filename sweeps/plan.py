@@ -4,7 +4,9 @@ One run = one (objective, model, budget, seed). Its resolved ``RunConfig`` holds
 needs: the model's preset fields (``causal`` set by the objective), the grid's study sections, and the
 ``budget`` section from ``sweeps.flops.plan_budget``. ARM and MDM twins at one grid point share N, D,
 C, steps, seed and the data section byte for byte; only ``objective`` and ``model.causal`` (and the
-preset's name) differ.
+preset's name) differ. A models entry with ``pairing: compute`` (``sweeps.grid``) pairs an ARM and an MDM
+of different architectures on the budget alone: each gets its own N and D = C / 6N, and so its own step
+count, and everything else is shared as between twins.
 
 The run key is a short SHA-256 of the resolved config as sorted-key JSON, without the fields that
 cannot change a result (``studies.config.RESULT_NEUTRAL_FIELDS``: the run folder, derived from the key
@@ -34,7 +36,9 @@ from studies.validation import validate_run
 from sweeps.flops import (FLOPS_PER_PARAM_PER_TOKEN, BudgetPlan, budget_label, device_hours, model_flops_per_token,
                           plan_budget, same_budget, tokens_for_budget)
 from sweeps import branching as branched
-from sweeps.grid import STUDY_SECTIONS, GridConfig, ModelEntry, grid_name, in_window, load_grid, seeds_at
+from sweeps.grid import (COMPUTE, STUDY_SECTIONS, GridConfig, ModelEntry, grid_name, in_window, load_grid,
+                         seeds_at)
+from sweeps.memory import MemoryPlan, run_memory
 from sweeps.profiles import ClusterProfile, load_profile
 
 KEY_LENGTH = 12
@@ -80,6 +84,11 @@ class PlannedRun:
         return (self.out_dir / "result.json").is_file()
 
     @property
+    def memory(self) -> MemoryPlan:
+        """Its memory per device at the peak of a training step (``sweeps.memory``)."""
+        return run_memory(self.run_config)
+
+    @property
     def out_dir(self) -> Path:
         return Path(self.config["out_dir"])
 
@@ -102,6 +111,7 @@ class PlannedRun:
             "steps": self.budget.steps,
             "tokens_per_param": self.budget.tokens_per_param,
             "device_hours": self.device_hours,
+            "memory_gib_per_device": round(self.memory.gib, 2),
             "out_dir": str(self.out_dir),
             **self._branching_summary(),
         }
@@ -159,18 +169,27 @@ def _model_for(entry: ModelEntry, objective: str):
 
 
 def _check_twins(entry: ModelEntry, models: dict) -> None:
-    """ARM and MDM at one grid point must share the architecture (LLaDA Sec. 3.1)."""
+    """Twins (the default pairing) share the architecture (LLaDA Sec. 3.1, the 1B comparison); an
+    entry with ``pairing: compute`` pairs two different ones (ARM 7B against LLaDA 8B), and two equal
+    architectures there would be twins under another name."""
     shapes = {
         o: {k: v for k, v in dataclasses.asdict(m).items() if k not in ("name", "causal")} for o, m in models.items()
     }
+    where = f"models entry {entry.arm or entry.preset}/{entry.mdm or entry.preset}"
     first, *rest = shapes
     for other in rest:
-        if shapes[other] != shapes[first]:
-            diff = sorted(k for k in shapes[first] if shapes[first][k] != shapes[other][k])
+        diff = sorted(k for k in shapes[first] if shapes[first][k] != shapes[other][k])
+        if diff and entry.pairing != COMPUTE:
             raise ValueError(
-                f"models entry {entry.arm or entry.preset}/{entry.mdm or entry.preset}: the {first} and {other} "
-                f"presets differ in {diff}; twins at one grid point must share the architecture. List "
-                f"different architectures as separate entries ({{arm: ...}} and {{mdm: ...}})"
+                f"{where}: the {first} and {other} presets differ in {diff}; twins at one grid point must share "
+                f"the architecture. To compare different architectures at matched compute (LLaDA's ARM 7B against "
+                f"LLaDA 8B), add pairing: {COMPUTE} to the entry ({{{first}: {entry.preset_for(first)}, {other}: "
+                f"{entry.preset_for(other)}, pairing: {COMPUTE}}}): each then gets its own N and D = C / 6N"
+            )
+        if not diff and entry.pairing == COMPUTE:
+            raise ValueError(
+                f"{where}: pairing: {COMPUTE} is for an ARM and an MDM of different architectures, and these share "
+                f"one; drop pairing (twins share N, D and C)"
             )
 
 
@@ -222,11 +241,11 @@ def expand(grid: GridConfig, name: str, profile: ClusterProfile, runs_root: Path
     for entry in grid.models:
         models = {o: _model_for(entry, o) for o in grid.objectives if entry.preset_for(o)}
         _check_twins(entry, models)
-        if models:
-            sizes.add(_params(models))
+        params = sorted({m.non_embedding_params for m in models.values()})  # one N for twins, two for a compute pair
+        sizes.update(params)
         model_containers = {o: _container(m) for o, m in models.items()}
-        budgets = [b for b in grid.budgets
-                   if not models or in_window(grid, tokens_for_budget(b, _params(models)) / _params(models))]
+        # A pair trains at a budget when every member's D/N lies in the window, so it stays a pair.
+        budgets = [b for b in grid.budgets if all(in_window(grid, tokens_for_budget(b, n) / n) for n in params)]
         warmups = _group_warmups(grid, models, budgets) if grid.branching and models else {}
         for budget in budgets:
             for seed in seeds_at(grid, budget):
@@ -239,7 +258,7 @@ def expand(grid: GridConfig, name: str, profile: ClusterProfile, runs_root: Path
                     if grid.branching:
                         branched.check_eval_in_cooldown(grid, label, plan.steps)
                         per_run = {
-                            "schedule": dataclasses.replace(grid.schedule, warmup_steps=warmups[seed],
+                            "schedule": dataclasses.replace(grid.schedule, warmup_steps=warmups[objective, seed],
                                                             max_warmup_fraction=1.0),
                             "branching": BranchingConfig(role=branched.BRANCH, branch_step=branch_point(
                                 plan.steps, grid.schedule.cooldown_fraction)),
@@ -279,17 +298,19 @@ def expand(grid: GridConfig, name: str, profile: ClusterProfile, runs_root: Path
     return runs
 
 
-def _group_warmups(grid: GridConfig, models: dict, budgets: list[float]) -> dict[int, int]:
-    """Per seed, the warmup shared by the runs of one branched (model, seed) group: capped at the
-    group's shortest run (twins share N and so the step counts)."""
-    model = next(iter(models.values()))
+def _group_warmups(grid: GridConfig, models: dict, budgets: list[float]) -> dict[tuple[str, int], int]:
+    """Per (objective, seed), the warmup shared by the runs of one branched (objective, model, seed)
+    group: capped at the group's shortest run. Twins share N and so the step counts and the warmup; the
+    members of a compute pair each cap it at their own shortest run, as an unbranched run would."""
     t = grid.trainer
-    shortest: dict[int, int] = {}
+    shortest: dict[tuple[str, int], int] = {}
     for budget in budgets:
-        steps = plan_budget(budget, model.non_embedding_params, t.global_batch_size, t.seq_len, model=model.name).steps
-        for seed in seeds_at(grid, budget):
-            shortest[seed] = min(shortest.get(seed, steps), steps)
-    return {seed: branched.group_warmup(grid.schedule, steps) for seed, steps in shortest.items()}
+        for objective, model in models.items():
+            steps = plan_budget(budget, model.non_embedding_params, t.global_batch_size, t.seq_len,
+                                model=model.name).steps
+            for seed in seeds_at(grid, budget):
+                shortest[objective, seed] = min(shortest.get((objective, seed), steps), steps)
+    return {group: branched.group_warmup(grid.schedule, steps) for group, steps in shortest.items()}
 
 
 def add_trunks(runs: list[PlannedRun], grid: GridConfig, profile: ClusterProfile, runs_root: Path) -> list[PlannedRun]:
@@ -323,11 +344,6 @@ def _hours(model, seq_len: int, tokens: int, profile: ClusterProfile) -> float:
     """Device-hours to train ``model`` on ``tokens`` at the profile's peak and MFU (attention included)."""
     per_token = model_flops_per_token(model.non_embedding_params, model.n_layers, seq_len, model.d_model)
     return device_hours(tokens * per_token, profile.peak_tflops * 1e12, profile.mfu)
-
-
-def _params(models: dict) -> int:
-    """N of an entry: twins share it (``_check_twins``), so any objective's model gives it."""
-    return next(iter(models.values())).non_embedding_params
 
 
 def _check_window_keeps_every_budget(grid: GridConfig, runs: list[PlannedRun], sizes: set[int]) -> None:

@@ -20,6 +20,11 @@ def _hours(value: float) -> str:
     return f"{value:,.0f}" if value >= 10 else f"{value:.2g}"
 
 
+def _gib(run) -> str:
+    value = run.memory.gib
+    return f"{value:.1f}" if value >= 1 else f"{value:.2g}"
+
+
 def render_table(header: list[str], rows: list[list[str]], right: set[int]) -> str:
     widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(header)]
     def line(cells):
@@ -34,14 +39,15 @@ def hours_unit(plan) -> str:
 
 def plan_table(plan, states: Optional[dict[str, RunStatus]] = None) -> str:
     unit = hours_unit(plan)
-    header = ["key", "objective", "model", "N", "D", "C", "steps", "D/N", unit]
+    header = ["key", "objective", "model", "N", "D", "C", "steps", "D/N", unit, "mem GiB"]
     if states is not None:
         header.append("state")
     rows = []
     for run in plan.runs:
         b = run.budget
         row = [run.key, run.objective, run.model, si(b.non_embedding_params), si(b.tokens), f"{b.flops:.3g}",
-               f"{b.steps:,}", (f"{b.tokens_per_param:,.0f}" if b.tokens_per_param >= 100 else f"{b.tokens_per_param:.3g}"), _hours(run.device_hours)]
+               f"{b.steps:,}", (f"{b.tokens_per_param:,.0f}" if b.tokens_per_param >= 100 else f"{b.tokens_per_param:.3g}"), _hours(run.device_hours),
+               _gib(run)]
         if states is not None:
             row.append(states[run.key].state)
         rows.append(row)
@@ -52,11 +58,11 @@ def plan_table(plan, states: Optional[dict[str, RunStatus]] = None) -> str:
         for trunk in plan.trunks:
             b = trunk.budget
             row = [trunk.key, trunk.objective, f"{trunk.model} trunk", si(b.non_embedding_params), si(b.tokens),
-                   f"{b.flops:.3g}", f"{b.steps:,}", "-", "-", _hours(trunk.device_hours)]
+                   f"{b.flops:.3g}", f"{b.steps:,}", "-", "-", _hours(trunk.device_hours), _gib(trunk)]
             if states is not None:
                 row.append(trunk_state(trunk))
             rows.append(row)
-    table = render_table(header, rows, right={3, 4, 5, 6, 7, 8} | ({9} if plan.trunks else set()))
+    table = render_table(header, rows, right={3, 4, 5, 6, 7, 8, 9} | ({10} if plan.trunks else set()))
     total_c = sum(r.budget.flops for r in plan.runs)
     total_d = sum(r.budget.tokens for r in plan.runs)
     total_h = sum(r.device_hours for r in plan.runs)
@@ -67,11 +73,39 @@ def plan_table(plan, states: Optional[dict[str, RunStatus]] = None) -> str:
         f"total: {len(plan.runs)} runs, C = {total_c:.3g} FLOPs, D = {si(total_d)} tokens, ~{_hours(total_h)} {unit}",
         f"C = 6 N D with N the non-embedding parameters; {unit} = D x (6N + 12 n_layers L d_model) / "
         f"({p.peak_tflops:g} TFLOP/s x {p.mfu:.0%} MFU), {p.device}, profile {plan.profile_name}",
+        memory_line(plan),
         f"runs folder: {plan.runs_root}",
     ]
     if plan.trunks:
         lines.insert(3, branching_line(plan))
+    lines[-1:-1] = pairing_lines(plan)  # before the runs folder
     return "\n".join(lines)
+
+
+def memory_line(plan) -> str:
+    """What the ``mem GiB`` column counts (``sweeps.memory``) and the budget it is checked against."""
+    from sweeps.memory import GB, GIB
+
+    budget = plan.profile.gpu_memory_gb
+    checked = (f"checked against {budget * GB / GIB:.1f} GiB (gpu_memory_gb: {budget:g})" if budget is not None
+               else f"not checked (profile {plan.profile_name} sets no gpu_memory_gb)")
+    return ("mem GiB = per device at a training step's peak (sweeps/memory.py: parameters, gradients, AdamW states, "
+            f"activations, logits, buffers, headroom); {checked}")
+
+
+def pairing_lines(plan) -> list[str]:
+    """One line per ``pairing: compute`` entry with both objectives planned: why its two rows at a
+    budget have different N, D and steps."""
+    from sweeps.grid import COMPUTE
+
+    lines = []
+    for entry in plan.grid_config.models:
+        arm, mdm = entry.preset_for("arm"), entry.preset_for("mdm")  # a compute pair has no label
+        planned = {(r.objective, r.model) for r in plan.runs}
+        if entry.pairing == COMPUTE and {("arm", arm), ("mdm", mdm)} <= planned:
+            lines.append(f"{arm} (arm) and {mdm} (mdm) are matched on C alone (pairing: {COMPUTE}): each has its own "
+                         f"N and D = C / 6N, so its own steps")
+    return lines
 
 
 def branching_line(plan) -> str:
@@ -141,4 +175,5 @@ def status_json(plan, states: dict[str, RunStatus], segments=()) -> str:
     return json.dumps(rows, indent=2)
 
 
-__all__ = ["plan_json", "plan_table", "si", "state_counts", "status_json", "status_table"]
+__all__ = ["memory_line", "pairing_lines", "plan_json", "plan_table", "si", "state_counts", "status_json",
+           "status_table"]

@@ -63,6 +63,9 @@ LAUNCH_CASES = {
     "mask eps of one": (["mdm.eps=1.5"], "mdm.eps=1.5"),
     "random length probability": (["mdm.random_length_prob=2"], "mdm.random_length_prob=2.0"),
     "unknown t sampler": (["mdm.t_sampling=sobol"], "mdm.t_sampling must be"),
+    "bare fsdp strategy": (["trainer.strategy=fsdp"], "(FSDP2, fully_shard, is spelled fsdp2)"),
+    "fsdp2 at fp16": (["trainer.strategy=fsdp2", "trainer.precision=16-mixed"], "trainer.strategy=fsdp2 runs at precision"),
+    "negative loss chunk": (["trainer.loss_chunk_size=-1"], "trainer.loss_chunk_size must be 0"),
     "zero micro-batch": (["trainer.micro_batch_size=0"], "trainer.micro_batch_size=0"),
     "batch not a multiple": (["trainer.global_batch_size=6"], "is not a multiple"),
     "context past the model": (["trainer.seq_len=100000", "budgets=[1e15]"], "exceeds model.max_seq_len"),
@@ -76,7 +79,13 @@ LAUNCH_CASES = {
     "unreachable server": (["tracking.uri=http://127.0.0.1:9"], "is unreachable"),
     "misspelt key": (["trainer.precison=16"], "does not exist"),
     "unknown preset": (["models=[gpt5]"], "unknown model preset 'gpt5'"),
+    "two architectures as twins": (["models=[{arm: tiny, mdm: cpu-0.2m}]"], "add pairing: compute to the entry"),
+    "misspelt pairing": (["models=[{arm: tiny, mdm: cpu-0.2m, pairing: flops}]"],
+                         "pairing 'flops' is not one of twins, compute"),
     "unknown objective": (["objectives=[gan]"], "gan"),
+    "model past the GPU memory": (["models=[{arm: arm-7b}]", "objectives=[arm]", "budgets=[1e17]",
+                                   "cluster_profile=h100-1", "trainer.strategy=ddp"],
+                                  "needs 152.8 GiB per device, more than the 74.5 GiB (gpu_memory_gb: 80) of profile h100-1"),
 }
 
 

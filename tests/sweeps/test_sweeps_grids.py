@@ -1,7 +1,9 @@
-"""The named grids: FLOP matching, ARM/MDM twins, the scaling_1b span, and bad grid input."""
+"""The named grids: FLOP matching, ARM/MDM twins and compute pairs, the scaling_1b and scaling_8b spans, and
+bad grid input."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from pathlib import Path
@@ -28,7 +30,12 @@ def plans(tmp_path_factory):
 
 
 def test_required_grids_exist(plans):
-    assert {"scaling_1b", "isoflop", "smoke"} <= set(plans)
+    assert {"scaling_1b", "scaling_8b", "isoflop", "smoke"} <= set(plans)
+
+
+def _compute_paired(plan) -> set[str]:
+    """Model names of the grid's ``pairing: compute`` entries (matched on C alone, not twins)."""
+    return {e.preset_for(o) for e in plan.grid_config.models if e.pairing == "compute" for o in ("arm", "mdm")}
 
 
 def test_six_n_d_within_one_percent_of_every_budget(plans):
@@ -49,7 +56,7 @@ def test_six_n_d_within_one_percent_of_every_budget(plans):
 def test_arm_and_mdm_twins_differ_only_in_objective(plans):
     for name, plan in plans.items():
         points: dict = {}
-        for run in plan.runs:
+        for run in [r for r in plan.runs if r.model not in _compute_paired(plan)]:
             point = (run.config["model"]["d_model"], run.config["model"]["n_layers"], run.budget.flops_budget, run.seed)
             points.setdefault(point, {})[run.objective] = run
         for point, twins in points.items():
@@ -62,6 +69,97 @@ def test_arm_and_mdm_twins_differ_only_in_objective(plans):
                 assert json.dumps(arm.config[section], sort_keys=True) == json.dumps(mdm.config[section], sort_keys=True)
             strip = lambda m: {k: v for k, v in m.items() if k not in ("name", "causal")}  # noqa: E731
             assert strip(arm.config["model"]) == strip(mdm.config["model"])
+
+
+def _check_compute_pairs(plan) -> int:
+    """At every (budget, seed) of a compute-paired grid: one ARM and one MDM of different architectures,
+    each with its own N and D = C / 6N rounded to whole steps, everything but model and budget shared."""
+    points: dict = {}
+    for run in plan.runs:
+        points.setdefault((run.budget.flops_budget, run.seed), {})[run.objective] = run
+    for point, pair in points.items():
+        assert set(pair) == {"arm", "mdm"}, point
+        arm, mdm = pair["arm"], pair["mdm"]
+        assert arm.budget.non_embedding_params != mdm.budget.non_embedding_params
+        assert arm.config["model"]["causal"] is True and mdm.config["model"]["causal"] is False
+        for run in (arm, mdm):
+            cfg, n = run.config, run.budget.non_embedding_params
+            assert n == preset(run.model).non_embedding_params
+            batch_tokens = cfg["trainer"]["global_batch_size"] * cfg["trainer"]["seq_len"]
+            exact_steps = point[0] / (6 * n * batch_tokens)  # D = C / 6N, in steps
+            assert abs(run.budget.steps - exact_steps) <= 0.5
+            assert run.budget.tokens == run.budget.steps * batch_tokens
+            assert run.budget.flops == pytest.approx(6 * n * run.budget.tokens)
+            assert abs(run.budget.flops / point[0] - 1) <= 0.5 / exact_steps + 1e-12  # within rounding
+        assert arm.budget.steps != mdm.budget.steps  # their own D, so their own steps
+        for section in ("data", "optim", "schedule", "mdm", "trainer", "eval", "tracking"):
+            assert json.dumps(arm.config[section], sort_keys=True) == json.dumps(mdm.config[section], sort_keys=True)
+    return len(points)
+
+
+def test_compute_pair_gives_each_model_its_own_tokens(tmp_path):
+    arm, mdm = "cpu-0.2m", "cpu-0.4m"  # 4 x 64 against 2 x 128: different architectures
+    assert preset(arm).n_layers != preset(mdm).n_layers
+    budgets = ["budgets=[4.3e11,1.3e12,3.9e12]"]
+    plan = plan_grid("smoke", [f"models=[{{arm: {arm}, mdm: {mdm}, pairing: compute}}]", *budgets],
+                     runs_dir=str(tmp_path))
+    assert _check_compute_pairs(plan) == 3
+    assert {(r.objective, r.model) for r in plan.runs} == {("arm", arm), ("mdm", mdm)}
+    # The pairing is not part of a run: the same runs listed as two single-objective entries have the same keys.
+    apart = plan_grid("smoke", [f"models=[{{arm: {arm}}},{{mdm: {mdm}}}]", *budgets], runs_dir=str(tmp_path))
+    assert sorted(r.key for r in plan.runs) == sorted(r.key for r in apart.runs)
+
+
+def test_compute_pair_is_kept_or_dropped_whole_by_the_window(tmp_path):
+    # tiny (92.5k) and cpu-0.2m (185k): D/N at 4.3e11 is 8.4 and 2.1, at 1.3e12 25 and 6.3, at 3.9e12 76 and 19.
+    # cpu-50k (49.9k) trains at 4.3e11 and 1.3e12 (D/N 29 and 87), so that no budget is left empty.
+    plan = plan_grid("smoke", ["models=[{arm: tiny, mdm: cpu-0.2m, pairing: compute},cpu-50k]",
+                               "tokens_per_parameter=[3,100]"], runs_dir=str(tmp_path))
+    pair = [r for r in plan.runs if r.model != "cpu-50k"]
+    assert sorted({r.budget.flops_budget for r in pair}) == [1.3e12, 3.9e12]
+    assert _check_compute_pairs(dataclasses.replace(plan, runs=pair)) == 2
+
+
+def test_branched_compute_pair_has_a_trunk_and_a_warmup_per_model(tmp_path):
+    plan = plan_grid("smoke", ["models=[{arm: tiny, mdm: cpu-0.2m, pairing: compute}]", "branching=true",
+                               "schedule.kind=cooldown", "eval.at_fractions=[1.0]"], runs_dir=str(tmp_path))
+    assert {(t.objective, t.model) for t in plan.trunks} == {("arm", "tiny"), ("mdm", "cpu-0.2m")}
+    schedule = plan.grid_config.schedule
+    for trunk in plan.trunks:
+        members = [r for r in plan.runs if r.objective == trunk.objective]
+        assert {r.budget.non_embedding_params for r in members} == {trunk.budget.non_embedding_params}
+        assert {r.config["branching"]["trunk_dir"] for r in members} == {str(trunk.out_dir)}
+        shortest = min(r.budget.steps for r in members)  # each group caps its warmup at its own shortest run
+        warmup = min(schedule.warmup_steps, int(schedule.max_warmup_fraction * shortest))
+        assert {r.config["schedule"]["warmup_steps"] for r in members + [trunk]} == {warmup}
+        assert trunk.budget.steps == max(r.config["branching"]["branch_step"] for r in members)
+    warmups = {t.objective: t.config["schedule"]["warmup_steps"] for t in plan.trunks}
+    assert warmups["arm"] != warmups["mdm"]
+
+
+def test_scaling_8b_is_the_paper_7b_8b_comparison(plans):
+    from sweeps.profiles import load_profile
+
+    plan = plans["scaling_8b"]
+    budgets = sorted(plan.grid_config.budgets)
+    assert budgets[0] == pytest.approx(1e21) and budgets[-1] == pytest.approx(1e23)
+    exponents = [math.log10(b) for b in budgets]
+    gaps = [b - a for a, b in zip(exponents, exponents[1:])]
+    assert max(gaps) - min(gaps) < 0.01 and max(gaps) == pytest.approx(0.5, abs=0.01)  # two per decade
+    assert {(r.objective, r.model) for r in plan.runs} == {("arm", "arm-7b"), ("mdm", "llada-8b")}
+    assert _check_compute_pairs(plan) == len(budgets)
+    assert min(r.budget.steps for r in plan.runs) >= 4000  # a few thousand steps at the smallest budget
+    cfg = plan.runs[0].config
+    t = cfg["trainer"]
+    assert (t["seq_len"], t["global_batch_size"], t["micro_batch_size"]) == (4096, 1280, 4)
+    assert (t["precision"], t["strategy"], t["activation_checkpointing"], t["loss_chunk_size"]) == \
+        ("bf16-mixed", "fsdp2", True, 4096)
+    assert cfg["eval"]["suite"] == "paper6" and cfg["schedule"]["kind"] == "wsd"
+    profile = load_profile(plan.grid_config.cluster_profile)
+    assert plan.profile_name == "h100-8x8" and profile.gpu_memory_gb == 80
+    gpus = profile.nodes * profile.gpus_per_node
+    assert (t["num_nodes"], t["devices"]) == (profile.nodes, profile.gpus_per_node)
+    assert t["global_batch_size"] % (t["micro_batch_size"] * gpus) == 0  # whole accumulation steps
 
 
 def test_scaling_1b_is_the_paper_study(plans):
@@ -191,7 +289,19 @@ def test_only_filters(tmp_path):
         ("smoke", ["objectives=[arm,ar]"], r"objectives must be a non-empty subset"),
         ("smoke", ["cluster_profile=moon"], r"unknown cluster profile 'moon'.*Known profiles"),
         ("smoke", ["trainer.global_batch_size=15"], r"not a multiple of micro_batch_size"),
-        ("smoke", ["models=[{arm: arm-7b, mdm: llada-8b}]"], r"twins at one grid point must share"),
+        ("smoke", ["models=[{arm: arm-7b, mdm: llada-8b}]"],
+         r"twins at one grid point must share.*add pairing: compute to the entry \(\{arm: arm-7b, mdm: llada-8b, "
+         r"pairing: compute\}"),
+        ("smoke", ["models=[{arm: tiny, mdm: cpu-0.2m}]"],
+         r"tiny/cpu-0.2m: the arm and mdm presets differ in \['n_layers'\].*add pairing: compute"),
+        ("smoke", ["models=[{arm: arm-7b, mdm: llada-8b, pairing: comput}]"],
+         r"pairing 'comput' is not one of twins, compute. Did you mean compute\?"),
+        ("smoke", ["models=[{arm: arm-7b, mdm: llada-8b, pairing: null}]"],
+         r"'pairing': None\}: Incompatible value"),
+        ("smoke", ["models=[{arm: tiny, mdm: cpu-0.2m, pairing: compute, label: pair}]"],
+         r"label 'pair' would name both architectures.*drop label"),
+        ("smoke", ["models=[{arm: arm-1b, mdm: llada-1b, pairing: compute}]"],
+         r"pairing: compute is for an ARM and an MDM of different architectures.*drop pairing"),
         ("smoke", ["models=[{preset: tiny, size: 3}]"], r"models entry"),
         ("smoke", ["trainer.seq_len"], r"not of the form key=value"),
         ("smoke", ["extra_seeds=[1]"], r"extra_seeds and extra_seed_budgets go together"),

@@ -126,7 +126,7 @@ def test_run_key_rejects_nan():
         run_key({"budget": {"flops": float("nan")}})
 
 
-@pytest.mark.parametrize("grid", ["smoke", "scaling_1b", "isoflop", "smoke-branched"])
+@pytest.mark.parametrize("grid", ["smoke", "scaling_1b", "scaling_8b", "isoflop", "smoke-branched"])
 def test_planned_config_is_what_omegaconf_makes_of_the_run(tmp_path, grid):
     """The planner's fast conversion equals the schema's own (the YAML a job reads hashes the same)."""
     from omegaconf import OmegaConf
