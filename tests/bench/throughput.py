@@ -15,8 +15,8 @@ from a base (``--grid factors``) or all combinations (``--grid full``):
 Columns: the median step time (robust to a shared machine's load) and tokens/s; MFU by the PaLM
 accounting of ``models.config.model_flops_per_token`` (6N plus attention) and by 6N alone
 (``training_flops_per_token``, the study's C = 6ND), against ``--peak-tflops`` (989: an H100 SXM's
-dense bf16; '-' on a CPU unless given); peak memory (``torch.cuda.max_memory_allocated``; '-' on a
-CPU) next to the prediction of ``sweeps.memory.plan_memory`` without its headroom; and
+dense bf16; '-' on a CPU unless given); peak memory (``torch.cuda.max_memory_allocated``; on a CPU
+the weights and AdamW states plus what the ops of a step allocate, '-' when compiled) next to the prediction of ``sweeps.memory.plan_memory`` without its headroom; and
 the MDM step time over the ARM step time of the same configuration. MDM sequences are not cut to a
 random length unless ``--random-length-prob`` says so (runs cut 1%, each cut step attends with a mask
 and recompiles a compiled block). A configuration that runs out of memory prints OOM and the next one
@@ -101,6 +101,27 @@ def attention_context(setup: Setup):
     return sdpa_only() if setup.attention == "sdpa" else contextlib.nullcontext()
 
 
+def gib(value: float) -> str:
+    """Three significant figures: the small CPU shape needs a few MiB, the full one tens of GiB."""
+    return f"{value:.3g}"
+
+
+def cpu_step_peak(step, module, optimizer) -> int | None:
+    """A CPU has no allocator counter: the weights and AdamW states, plus the peak of the storages the
+    ATen ops of one more step create (``step_memory.LiveBytes``). None for a compiled model, whose
+    fused kernels the dispatch mode does not see one by one."""
+    if any(getattr(block, "_compiled_call_impl", None) is not None for block in module.model.layers):
+        return None
+    from step_memory import LiveBytes  # tests/bench/step_memory.py
+
+    state = [*module.model.parameters(),
+             *(v for values in optimizer.state.values() for v in values.values() if isinstance(v, torch.Tensor))]
+    with LiveBytes(known=state) as counter:
+        step()
+    storages = {t.untyped_storage().data_ptr(): t.untyped_storage().nbytes() for t in state}
+    return sum(storages.values()) + counter.peak
+
+
 def time_step(objective: str, config: ModelConfig, setup: Setup, args, device: torch.device) -> tuple[float, int | None]:
     """The median seconds of a training step and the peak bytes allocated (None off CUDA), in a fresh
     model."""
@@ -147,7 +168,7 @@ def time_step(objective: str, config: ModelConfig, setup: Setup, args, device: t
         step()
         synchronize()
         seconds.append(time.perf_counter() - start)
-    peak = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None
+    peak = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else cpu_step_peak(step, module, optimizer)
     return statistics.median(seconds), peak
 
 
@@ -248,7 +269,7 @@ def main() -> None:
               f"{config.total_params:,}, vocabulary {config.vocab_size:,}; FLOPs/token PaLM "
               f"{model_flops_per_token(config, args.seq_len):.3e}, 6N {training_flops_per_token(config):.3e}")
     print(f"MFU against {f'{peak_tflops:g} TFLOP/s' if peak_tflops else '- (no --peak-tflops given)'}; "
-          f"peak memory: torch.cuda.max_memory_allocated; plan: sweeps.memory.plan_memory(...) less its headroom\n")
+          f"peak memory: {'torch.cuda.max_memory_allocated' if device.type == 'cuda' else 'weights, AdamW states and the storages ATen ops create (step_memory.LiveBytes)'}; plan: sweeps.memory.plan_memory(...) less its headroom\n")
     print_row(COLUMNS)
 
     start = time.perf_counter()
@@ -257,7 +278,7 @@ def main() -> None:
         for objective, config in configs.items():
             row = [objective, config.name, *setup.label()]
             plan = planned_gib(config, objective, setup, args)
-            plan_text = "-" if plan is None else f"{plan:.1f}"
+            plan_text = "-" if plan is None else gib(plan)
             elapsed = time.perf_counter() - start
             if elapsed > args.time_limit - (120 if setup.compile else 0):
                 print_row(row + ["skipped (time limit)", "", "", "", "", plan_text, ""])
@@ -287,7 +308,7 @@ def main() -> None:
             elif arm_seconds:
                 ratio = f"{seconds / arm_seconds:.2f}"
             print_row(row + [f"{seconds:.3f}", f"{tokens_per_second:,.0f}", *mfu,
-                             "-" if peak is None else f"{peak / GIB:.1f}", plan_text, ratio])
+                             "-" if peak is None else gib(peak / GIB), plan_text, ratio])
     print(f"\n{time.perf_counter() - start:.0f} s")
 
 
