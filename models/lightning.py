@@ -200,7 +200,7 @@ class LanguageModel(L.LightningModule):
         losses are comparable across steps and across numbers of ranks."""
         generator = self._generator(1, int(batch.get("batch_index", batch_idx)), 0)
         loss = self.loss(batch, generator)
-        self.log("val/loss", loss, prog_bar=True, sync_dist=True)
+        self.log("val/loss", loss, prog_bar=True, sync_dist=True, batch_size=batch["input_ids"].shape[0])
         return loss
 
     # ------------------------------------------------------------ optimizer
