@@ -292,3 +292,17 @@ def test_scaling_1b_fits_an_h100_without_recomputation(tmp_path, capsys):
                 "trainer.loss_chunk_size=4096", "more GPUs"):
         assert fix in err, err
     assert not (tmp_path / "scaling_1b").exists()
+
+
+def test_scaling_8b_fits_with_recomputation_and_not_without(tmp_path, capsys):
+    """The 7B/8B grid's profile accepts its plan; the same grid without activation checkpointing is
+    refused, the fix named."""
+    assert launcher.main(["--grid", "scaling_8b", "--runs-dir", str(tmp_path), "--dry-run", "--format", "json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    memory = {r["model"]: r["memory_gib_per_device"] for r in rows}
+    assert set(memory) == {"arm-7b", "llada-8b"} and all(gib < 74.5 for gib in memory.values()), memory
+    assert launcher.main(["--grid", "scaling_8b", "--runs-dir", str(tmp_path), "--dry-run",
+                          "trainer.activation_checkpointing=false"]) == 2
+    out, err = capsys.readouterr()
+    assert "mem GiB" in out.splitlines()[1]
+    assert "trainer.activation_checkpointing=true" in err and "llada-8b" in err
