@@ -146,6 +146,7 @@ class LanguageModel(L.LightningModule):
 
     # -------------------------------------------------------------- training
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        # the last part was the rank: at 0, a single process draws the masks it drew before
         generator = self._generator(0, self.global_step, self.global_micro_batch(batch_idx), 0)
         loss = self.loss(batch, generator)
         self.log("train/loss", loss, prog_bar=True)

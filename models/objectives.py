@@ -75,20 +75,28 @@ def mdm_loss(
     same loss for about half the projection's cost.
     """
     batch, length = targets.shape
-    if masked.shape != targets.shape:
-        raise ValueError(f"masked has shape {tuple(masked.shape)}, expected {tuple(targets.shape)}")
+    logits = _masked_rows(logits, "logits", targets, masked)
     if p_mask.dim() == 1:
         p_mask = p_mask[:, None].expand(batch, length)
-    if logits.dim() == 3:
-        logits = logits[masked]
-    if logits.shape[0] != int(masked.sum()):
-        raise ValueError(f"logits has {logits.shape[0]} rows for {int(masked.sum())} masked positions")
     weighted = _token_cross_entropy(logits.float(), targets[masked]) / p_mask[masked]  # [M]
     if lengths is None:
         return weighted.sum() / (batch * length)
     rows = masked.nonzero()[:, 0]
     per_sequence = torch.zeros(batch, dtype=weighted.dtype, device=weighted.device).index_add(0, rows, weighted)
     return (per_sequence / lengths.to(weighted.dtype)).mean()
+
+
+def _masked_rows(values: torch.Tensor, what: str, targets: torch.Tensor, masked: torch.Tensor) -> torch.Tensor:
+    """The rows [M, ...] of the masked positions: ``values`` [B, L, ...] indexed by ``masked``, or
+    ``values`` already holding just those rows, in the row-major order of ``masked``."""
+    if masked.shape != targets.shape:
+        raise ValueError(f"masked has shape {tuple(masked.shape)}, expected {tuple(targets.shape)}")
+    if values.dim() == 3:
+        values = values[masked]
+    count = int(masked.sum())
+    if values.shape[0] != count:
+        raise ValueError(f"{what} has {values.shape[0]} rows for {count} masked positions")
+    return values
 
 
 def arm_token_weights(
@@ -158,14 +166,8 @@ def mdm_linear_loss(
 ) -> torch.Tensor:
     """:func:`mdm_loss` (LLaDA eq. 3) of the logits ``hidden @ head_weight^T``, computed
     ``chunk_size`` masked rows at a time without the full logits."""
-    if masked.shape != targets.shape:
-        raise ValueError(f"masked has shape {tuple(masked.shape)}, expected {tuple(targets.shape)}")
-    if hidden.dim() == 3:
-        hidden = hidden[masked]
-    masked_targets = targets[masked]  # [M]
-    if hidden.shape[0] != masked_targets.shape[0]:
-        raise ValueError(f"hidden has {hidden.shape[0]} rows for {masked_targets.shape[0]} masked positions")
-    return linear_cross_entropy(hidden, head_weight, masked_targets, mdm_token_weights(masked, p_mask, lengths),
+    hidden = _masked_rows(hidden, "hidden", targets, masked)
+    return linear_cross_entropy(hidden, head_weight, targets[masked], mdm_token_weights(masked, p_mask, lengths),
                                 chunk_size, IGNORE_INDEX)
 
 

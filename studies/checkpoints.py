@@ -75,6 +75,21 @@ def install_checkpoint(partial: Path, target: Path) -> None:
     _fsync_dir(target.parent)
 
 
+def remove_checkpoint(path: Path) -> None:
+    """Remove a checkpoint file or a sharded checkpoint's folder, if it is there. Every rank of a job
+    may call it for one path: whichever comes first removes it."""
+    path = Path(path)
+    if path.is_dir():
+        shutil.rmtree(path, onerror=_raise_unless_missing)
+    else:
+        path.unlink(missing_ok=True)
+
+
+def _raise_unless_missing(function, path, exc_info) -> None:
+    if not issubclass(exc_info[0], FileNotFoundError):  # gone already: another rank removed it
+        raise exc_info[1]
+
+
 def place_copy(source: Path, target: Path) -> None:
     """Make ``target`` a checkpoint with ``source``'s bytes, the way ``AtomicCheckpointIO`` writes one:
     a hard link where the filesystem allows it (no copy of a large file), else a copy. A sharded
@@ -118,8 +133,7 @@ def resume_checkpoint(last: Path) -> Optional[Path]:
     only when neither exists). Removes partial files a kill left behind, with a message."""
     for stale in sorted(last.parent.glob(f"*{PARTIAL}*")) if last.parent.is_dir() else []:
         print(f"[checkpoints] removing {stale}: a checkpoint write that did not finish", file=sys.stderr, flush=True)
-        # every rank of a job may get here: whichever comes first removes it
-        shutil.rmtree(stale, ignore_errors=True) if stale.is_dir() else stale.unlink(missing_ok=True)
+        remove_checkpoint(stale)
     previous = last.with_name(last.name + PREVIOUS)
     if not last.exists() and not previous.exists():
         return None

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import shutil
 import sys
 import time
 from pathlib import Path
@@ -127,7 +126,8 @@ def run(cfg: RunConfig, callbacks: list | None = None, *, until_step: int | None
     from models.config import training_flops_per_token
     from models.lightning import LanguageModel
     from studies.callbacks import DataEpochs, progress_bar
-    from studies.checkpoints import PREVIOUS, AtomicCheckpointIO, BranchCheckpoints, start_checkpoint
+    from studies.checkpoints import (PREVIOUS, AtomicCheckpointIO, BranchCheckpoints, remove_checkpoint,
+                                     start_checkpoint)
     from studies.preemption import CheckpointAndRequeue, cluster_plugins
     from studies.strategy import lightning_strategy
     from studies.data.loader import TokenDataModule
@@ -259,7 +259,7 @@ def run(cfg: RunConfig, callbacks: list | None = None, *, until_step: int | None
         tmp.write_text(json.dumps(result, indent=2))
         tmp.replace(result_path)
         for superseded in (last, last.with_name(last.name + PREVIOUS)):  # the final checkpoint supersedes them
-            shutil.rmtree(superseded) if superseded.is_dir() else superseded.unlink(missing_ok=True)
+            remove_checkpoint(superseded)
         if tracker is not None:
             tracker.log_metrics({"final/val_loss": result["val_loss"] or float("nan"),
                                  "final/flops": result["flops"]}, result["steps"])

@@ -20,7 +20,6 @@ that evaluation, the probe and conversion read.
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 from typing import Any, Optional
 
@@ -28,7 +27,7 @@ import torch
 from lightning.pytorch.strategies import ModelParallelStrategy
 
 from models.parallelize import Parallelism
-from studies.checkpoints import SHARDED_PARTIAL, install_checkpoint
+from studies.checkpoints import SHARDED_PARTIAL, install_checkpoint, remove_checkpoint
 from studies.config import TrainerConfig
 
 
@@ -39,8 +38,8 @@ class ShardedCheckpointStrategy(ModelParallelStrategy):
     def save_checkpoint(self, checkpoint: dict[str, Any], filepath, storage_options: Optional[Any] = None) -> None:
         target = Path(self.broadcast(str(filepath)))
         partial = target.with_name(target.name + SHARDED_PARTIAL)
-        if self.global_rank == 0 and partial.exists():
-            shutil.rmtree(partial)
+        if self.global_rank == 0:
+            remove_checkpoint(partial)  # left by a save that was killed
         self.barrier("sharded-checkpoint-start")
         super().save_checkpoint(checkpoint, partial, storage_options)
         self.barrier("sharded-checkpoint-written")
@@ -50,8 +49,7 @@ class ShardedCheckpointStrategy(ModelParallelStrategy):
 
     def remove_checkpoint(self, filepath) -> None:
         if self.is_global_zero:
-            path = Path(filepath)
-            shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
+            remove_checkpoint(filepath)
 
 
 def lightning_strategy(trainer: TrainerConfig) -> tuple[Any, str, Optional[Parallelism]]:

@@ -348,9 +348,9 @@ def plan_memory(model: ModelConfig, objective: str, trainer: TrainerConfig,
     )
 
 
-def run_memory(run_config) -> MemoryPlan:
-    """``plan_memory`` of a resolved ``studies.config.RunConfig``."""
-    return plan_memory(run_config.model, run_config.objective, run_config.trainer, run_config.mdm)
+def run_memory(run_config, trainer: Optional[TrainerConfig] = None) -> MemoryPlan:
+    """``plan_memory`` of a resolved ``studies.config.RunConfig``, or of it under another ``trainer``."""
+    return plan_memory(run_config.model, run_config.objective, trainer or run_config.trainer, run_config.mdm)
 
 
 def _fixes(run_config, plan: MemoryPlan, budget: int) -> list[str]:
@@ -360,7 +360,8 @@ def _fixes(run_config, plan: MemoryPlan, budget: int) -> list[str]:
     options: list[tuple[str, TrainerConfig]] = []
     smaller = [m for m in range(t.micro_batch_size - 1, 0, -1) if t.global_batch_size % (m * dp) == 0]
     if smaller:
-        fits = [m for m in smaller if _with(run_config, dataclasses.replace(t, micro_batch_size=m)).total <= budget]
+        fits = [m for m in smaller
+                if run_memory(run_config, dataclasses.replace(t, micro_batch_size=m)).total <= budget]
         m = fits[0] if fits else smaller[-1]
         options.append((f"trainer.micro_batch_size={m}", dataclasses.replace(t, micro_batch_size=m)))
     if not t.activation_checkpointing:
@@ -369,16 +370,12 @@ def _fixes(run_config, plan: MemoryPlan, budget: int) -> list[str]:
         options.append(("trainer.strategy=fsdp2", dataclasses.replace(t, strategy="fsdp2")))
     if not t.loss_chunk_size and plan.output_head >= max(plan.activations, plan.parameters) / 4:
         options.append(("trainer.loss_chunk_size=4096", dataclasses.replace(t, loss_chunk_size=4096)))
-    rated = [(name, _with(run_config, changed).total) for name, changed in options]
+    rated = [(name, run_memory(run_config, changed).total) for name, changed in options]
     rated = sorted(((n, total) for n, total in rated if total < plan.total), key=lambda r: (r[1] > budget, r[1]))
     texts = [f"{name} ({total / GIB:.1f} GiB)" for name, total in rated]
     texts.append("more GPUs (fsdp2 shards the states over them)" if t.strategy == "fsdp2" else
                  "more GPUs with trainer.strategy=fsdp2")
     return texts
-
-
-def _with(run_config, trainer: TrainerConfig) -> MemoryPlan:
-    return plan_memory(run_config.model, run_config.objective, trainer, run_config.mdm)
 
 
 def fit_error(runs, gpu_memory_gb: Optional[float], profile_name: str) -> Optional[str]:
@@ -387,11 +384,11 @@ def fit_error(runs, gpu_memory_gb: Optional[float], profile_name: str) -> Option
     if gpu_memory_gb is None:
         return None
     budget = int(gpu_memory_gb * GB)
-    planned = [(run, run_memory(run.run_config)) for run in runs]
-    over = [(run, plan) for run, plan in planned if plan.total > budget]
+    over = [run for run in runs if run.memory.total > budget]  # sweeps.plan.PlannedRun.memory
     if not over:
         return None
-    run, plan = max(over, key=lambda item: item[1].total)
+    run = max(over, key=lambda r: r.memory.total)
+    plan = run.memory
     largest = sorted(((n, v) for n, v in plan.parts() if v), key=lambda p: -p[1])[:3]
     parts = ", ".join(f"{name} {value / GIB:.1f}" for name, value in largest)
     others = f" (and {len(over) - 1} other run(s))" if len(over) > 1 else ""

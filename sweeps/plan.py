@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import functools
 import hashlib
 import json
 import math
@@ -83,9 +84,10 @@ class PlannedRun:
     def done(self) -> bool:
         return (self.out_dir / "result.json").is_file()
 
-    @property
+    @functools.cached_property
     def memory(self) -> MemoryPlan:
-        """Its memory per device at the peak of a training step (``sweeps.memory``)."""
+        """Its memory per device at the peak of a training step (``sweeps.memory``), planned once: the
+        table, the JSON and the launcher's fit check all read it."""
         return run_memory(self.run_config)
 
     @property
