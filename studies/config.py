@@ -158,6 +158,8 @@ RESULT_NEUTRAL_FIELDS = (
     ("trainer", "checkpoint_every_n_steps"),
     ("trainer", "activation_checkpointing"),  # a recomputed forward is bit for bit the kept one
     ("branching",),
+    ("data", "source_tokens"),  # planning only: the run's data section carries the amount it reads
+    ("data", "max_epochs_warning"),
 )
 
 
@@ -165,6 +167,8 @@ RESULT_NEUTRAL_FIELDS = (
 # field is left out of the key, so a run planned before the field existed keeps its key and folder.
 KEYED_WHEN_CHANGED = {
     ("trainer", "loss_chunk_size"): 0,
+    ("data", "tokenizer", "pretrained"): None,
+    ("data", "tokenizer", "revision"): None,
 }
 
 
@@ -181,10 +185,16 @@ def result_determining(config: dict) -> dict:
         for part in path[:-1]:
             node = node.get(part, {})
         node.pop(path[-1], None)
-    for (section, name), earlier in KEYED_WHEN_CHANGED.items():
-        node = kept.get(section)
-        if isinstance(node, dict) and node.get(name) == earlier:
-            node.pop(name)
+    for path, earlier in KEYED_WHEN_CHANGED.items():
+        node = kept
+        for part in path[:-1]:  # copied on the way down: the caller's config is never changed
+            child = node.get(part) if isinstance(node, dict) else None
+            if not isinstance(child, dict):
+                node = None
+                break
+            node[part] = node = dict(child)
+        if isinstance(node, dict) and path[-1] in node and node[path[-1]] == earlier:
+            node.pop(path[-1])
     schedule = kept.get("schedule")
     if isinstance(schedule, dict) and schedule.get("kind") != "cooldown":
         for unread in COOLDOWN_FIELDS:  # only the cooldown schedule reads them

@@ -1,19 +1,23 @@
 """Command line: ``python -m studies.data prepare|stats CONFIG [key=value ...]`` and ``fetch CORPUS``.
 
-CONFIG is a YAML file in the ``DataConfig`` schema (``-`` for the defaults: the toy world);
+CONFIG is a YAML file in the ``DataConfig`` schema (``-`` for the defaults: the toy world), or a run's
+``config.yaml`` (``runs/GRID/KEY/config.yaml``), whose data section is prepared;
 ``key=value`` arguments are OmegaConf dotlist overrides, e.g. ``tokenizer.vocab_size=1024``.
+
+``prepare --workers N`` writes the parts of the source with N processes (default: the config's
+``num_proc``, 1 unless set); the result is byte-identical for any N, and a killed preparation resumes
+where it stopped when run again. The prepared folder is the last line printed on stdout.
 
 Examples::
 
     python -m studies.data prepare -                        # the default toy world
     python -m studies.data stats - toyworld.num_people=800 --seq-len 128 --tokens 3e6
-    python -m studies.data prepare web.yaml                 # with web.yaml:
+    python -m studies.data prepare web.yaml --workers 16    # with web.yaml:
         source: hub
         name: HuggingFaceFW/fineweb-edu
         subset: sample-10BT
         max_tokens: 2000000000
-        tokenizer: {vocab_size: 32768}
-        num_proc: 16
+        tokenizer: {pretrained: GSAI-ML/LLaDA-8B-Base, mask_token: "<|mdm_mask|>"}
     python -m studies.data fetch shakespeare                # real English text for the ladder grid
 """
 
@@ -22,18 +26,23 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 
 
 def load_config(path: str, overrides):
-    from omegaconf import OmegaConf
+    """The ``DataConfig`` of ``path``: a YAML file in its schema, or a run's ``config.yaml`` (its data)."""
+    from omegaconf import DictConfig, OmegaConf
 
     from .config import DataConfig, to_config
 
     base = OmegaConf.structured(DataConfig)
     layers = [base]
     if path != "-":
-        layers.append(OmegaConf.load(path))
+        loaded = OmegaConf.load(path)
+        if isinstance(loaded, DictConfig) and "objective" in loaded and "data" in loaded:
+            loaded = loaded.data  # a run's config.yaml: the data it reads
+        layers.append(loaded)
     layers.append(OmegaConf.from_dotlist(list(overrides)))
     return to_config(OmegaConf.merge(*layers))
 
@@ -59,6 +68,17 @@ def stats_lines(meta, seq_len=None, tokens=None):
     return lines
 
 
+def _workers(value: str) -> int:
+    try:
+        workers = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--workers must be an integer >= 1, not {value!r}") from None
+    if workers < 1:
+        raise argparse.ArgumentTypeError(f"--workers must be >= 1 (got {workers}): the number of processes "
+                                         "that tokenize parts; 1 prepares in this process")
+    return workers
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m studies.data", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -68,6 +88,9 @@ def main(argv=None) -> int:
         p = sub.add_parser(name, help=help_text)
         p.add_argument("config", help="YAML file in the DataConfig schema, or - for the defaults")
         p.add_argument("overrides", nargs="*", help="OmegaConf dotlist overrides, key=value")
+        p.add_argument("--workers", type=_workers, default=None,
+                       help="processes that prepare parts (default: the config's num_proc); any number gives "
+                            "the same bytes")
         if name == "stats":
             p.add_argument("--seq-len", type=int, default=None, help="count sequences of this length")
             p.add_argument("--tokens", type=float, default=None, help="token budget to express in epochs")
@@ -79,6 +102,7 @@ def main(argv=None) -> int:
     fetch.add_argument("--dest", default=None, help="folder to fill (default: the corpus's folder under runs/corpora)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    logging.getLogger("datasets").setLevel(logging.WARNING)
     if args.command == "fetch":
         return _fetch(CORPORA[args.corpus], args.dest)
 
@@ -98,12 +122,12 @@ def main(argv=None) -> int:
         print(f"error: {first_line(error)}", file=sys.stderr)
         return 2
     if args.command == "prepare":
-        print(prepare_dataset(cfg))
+        print(prepare_dataset(cfg, workers=args.workers))
         return 0
     folder = dataset_dir(cfg)
     if not folder.exists():
         print(f"{folder} is not prepared yet; preparing it now", file=sys.stderr)
-        folder = prepare_dataset(cfg)
+        folder = prepare_dataset(cfg, workers=args.workers)
     print(f"dataset     {folder}")
     for line in stats_lines(load_metadata(folder), args.seq_len, int(args.tokens) if args.tokens else None):
         print(line)
@@ -125,4 +149,6 @@ def _fetch(corpus, dest) -> int:
 
 
 if __name__ == "__main__":
+    # This command never needs torch, which datasets would otherwise import (seconds) to stream a source.
+    os.environ.setdefault("USE_TORCH", "0")
     sys.exit(main())

@@ -4,8 +4,9 @@ One schema serves every source so that a study can swap the synthetic toy world 
 or a hub corpus by changing values, never code:
 
 - ``source="toyworld"``: the synthetic world of ``studies.data.toyworld`` (laptop-sized studies).
-- ``source="hub"``: a Hugging Face hub dataset by ``name`` (streamed by default, as a web-text corpus
-  is far larger than what one run needs; ``max_documents`` or ``max_tokens`` bounds what is read).
+- ``source="hub"``: a Hugging Face hub dataset by ``name``, or a local folder in the hub's layout
+  (streamed by default, one part per data file; ``max_tokens``/``max_documents`` keep a prefix of the
+  stream, null prepares the whole split).
 - ``source="files"``: local json/jsonl/parquet/text ``files`` read with ``datasets.load_dataset``.
 
 All classes are dataclasses usable as OmegaConf structured configs, so a YAML key that is not in the
@@ -18,22 +19,34 @@ from dataclasses import dataclass, field
 from typing import List, Optional
 
 SOURCES = ("toyworld", "hub", "files")
+# Sources prepared ahead of training, as a step of their own (a CPU job on a cluster): a hub corpus can
+# take hours to days to stream and tokenize, so a training job never prepares one itself. The toy world
+# and local files are small; whoever needs them first prepares them.
+PREPARED_AHEAD = ("hub",)
 TOKEN_DTYPES = ("auto", "uint16", "uint32")
 
 
 @dataclass
 class TokenizerConfig:
-    """Either load a ``tokenizer.json`` (``path``) or train a byte-level BPE on the training split.
+    """Load a pretrained tokenizer (``pretrained``: a hub name such as ``GSAI-ML/LLaDA-8B-Base`` or a
+    local folder saved in the hub's format), load a ``tokenizer.json`` (``path``), or train a byte-level
+    BPE on the training split.
 
     The four special tokens get fixed ids 0..3 (pad, bos, eos, mask) in a trained tokenizer; a loaded
-    tokenizer keeps its own ids for them (they are added at the end of its vocabulary if missing).
+    tokenizer keeps its own ids for them (they are added at the end of its vocabulary if missing). A
+    pretrained tokenizer's own special tokens (its ``tokenizer_config.json``, then
+    ``special_tokens_map.json``) take the place of the defaults below, except where the config sets a
+    value other than the default: that value wins. LLaDA's names no mask token, so its grid sets
+    ``mask_token: <|mdm_mask|>`` (a token of its vocabulary).
     The ids actually used are recorded in the dataset's ``metadata.json``.
     """
 
+    pretrained: Optional[str] = None
+    revision: Optional[str] = None  # of a hub ``pretrained``: a branch, tag or commit (None: main)
     path: Optional[str] = None
     vocab_size: int = 512
     min_frequency: int = 2
-    # Documents of the training split used to learn the merges (None: all of them).
+    # The first train documents of the stream used to learn the merges (None: all of them).
     train_documents: Optional[int] = 20000
     pad_token: str = "<|pad|>"
     bos_token: str = "<|bos|>"
@@ -99,8 +112,14 @@ class DataConfig:
     shard_tokens: int = 1 << 28
     # Loader policy: repeat the data (new epochs) when a run's budget exceeds it, or stop with an error.
     allow_repeat: bool = False
+    # Default of ``prepare --workers``: processes that tokenize parts (the bytes are the same for any number).
     num_proc: int = 1
     cache_dir: str = "runs/data"
+    # Planning only (neither changes the prepared bytes): the tokens the source holds, for the epochs a
+    # grid's runs make over it before it is prepared (fineweb-edu sample-350BT: about 3.5e11), and the
+    # epochs past which the planner warns that a comparison measures data reuse as well as compute.
+    source_tokens: Optional[float] = None
+    max_epochs_warning: float = 4.0
 
     def __post_init__(self) -> None:
         validate(self)
@@ -126,7 +145,15 @@ def validate(cfg: DataConfig) -> None:
         raise ValueError(f"data.shard_tokens={cfg.shard_tokens} must be positive")
     if cfg.num_proc < 1:
         raise ValueError(f"data.num_proc={cfg.num_proc} must be >= 1")
-    if cfg.tokenizer.path is None and cfg.tokenizer.vocab_size < 256 + 4 + 1:
+    if cfg.tokenizer.path is not None and cfg.tokenizer.pretrained is not None:
+        raise ValueError("data.tokenizer.path and data.tokenizer.pretrained are alternatives; set one of them")
+    if cfg.tokenizer.revision is not None and cfg.tokenizer.pretrained is None:
+        raise ValueError("data.tokenizer.revision needs data.tokenizer.pretrained (a hub tokenizer)")
+    if cfg.source_tokens is not None and cfg.source_tokens <= 0:
+        raise ValueError(f"data.source_tokens={cfg.source_tokens} must be positive (or null: unknown)")
+    if not cfg.max_epochs_warning > 0:
+        raise ValueError(f"data.max_epochs_warning={cfg.max_epochs_warning} must be positive")
+    if cfg.tokenizer.path is None and cfg.tokenizer.pretrained is None and cfg.tokenizer.vocab_size < 256 + 4 + 1:
         raise ValueError(
             f"data.tokenizer.vocab_size={cfg.tokenizer.vocab_size} is too small for a byte-level BPE: "
             "it needs 256 byte symbols + 4 special tokens + at least one merge (use >= 261)"
@@ -136,6 +163,11 @@ def validate(cfg: DataConfig) -> None:
         raise ValueError(f"data.toyworld.qa_fraction={tw.qa_fraction} must be in (0, 1)")
     if tw.num_people < 8 or tw.bios_per_person < 1:
         raise ValueError("data.toyworld needs num_people >= 8 and bios_per_person >= 1")
+
+
+def prepared_ahead(cfg: DataConfig) -> bool:
+    """Whether ``cfg``'s source is prepared as a step of its own before the runs that read it."""
+    return cfg.source in PREPARED_AHEAD
 
 
 def to_config(cfg) -> DataConfig:

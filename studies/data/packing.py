@@ -1,16 +1,19 @@
-"""Packing: tokenize documents and write them as one EOS-separated stream of fixed-dtype shards.
+"""Packing: documents' token ids as one EOS-separated stream of fixed-dtype shards.
 
 Documents are concatenated with EOS after each one (the GPT-2/LLaMA pretraining convention, and the
 one LLaDA uses), so a window of L tokens may span several documents. Shards are raw little-endian
 ``uint16`` (when every id fits) or ``uint32`` arrays, read back with ``numpy.memmap`` without
-parsing; the loader treats the shards of a split as one virtual token stream.
+parsing; the loader treats the shards of a split as one virtual token stream. Every shard is
+recorded with its token count and SHA-256, so a copied or damaged dataset can be checked.
 """
 
 from __future__ import annotations
 
+import hashlib
+import itertools
 import os
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -29,84 +32,100 @@ def choose_dtype(vocab_size: int, requested: str = "auto") -> str:
     return requested
 
 
-def _encode(batch, tokenizer):
-    return {"ids": [e.ids for e in tokenizer.encode_batch(batch["text"], add_special_tokens=False)]}
+def eos_stream(ids: Sequence[Sequence[int]], eos_id: int) -> Tuple[np.ndarray, np.ndarray]:
+    """The documents' ids with EOS after each one, and where each document ends.
 
-
-def tokenize(documents, tokenizer, num_proc: int = 1):
-    """Add an ``ids`` column with Dataset.map (batched, ``num_proc`` processes); order is preserved."""
-    import datasets
-
-    if num_proc > 1:
-        # Forked workers must not share the Rust thread pool of the parent.
-        os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    features = datasets.Features({"ids": datasets.Sequence(datasets.Value("int32"))})
-    return documents.map(
-        _encode, batched=True, batch_size=1000, num_proc=num_proc if len(documents) > 1 else None,
-        fn_kwargs={"tokenizer": tokenizer}, remove_columns=documents.column_names, features=features,
-        desc="tokenize",
-    )
+    Returns (stream int64 [sum(len(d) + 1)], ends int64 [len(ids)]: one past each document's EOS).
+    """
+    lengths = np.fromiter((len(d) for d in ids), dtype=np.int64, count=len(ids))
+    ends = np.cumsum(lengths + 1)
+    stream = np.full(int(ends[-1]) if len(ends) else 0, eos_id, dtype=np.int64)
+    body = np.ones(len(stream), dtype=bool)
+    body[ends - 1] = False
+    stream[body] = np.fromiter(itertools.chain.from_iterable(ids), dtype=np.int64, count=int(lengths.sum()))
+    return stream, ends
 
 
 class ShardWriter:
-    """Append tokens to ``folder/shard_NNNNN.bin`` files of at most ``shard_tokens`` tokens each."""
+    """Append tokens to ``folder/<prefix>NNNNN.bin`` files of at most ``shard_tokens`` tokens each,
+    hashing them as they are written."""
 
-    def __init__(self, folder: Path, dtype: str, shard_tokens: int):
-        self.folder, self.dtype, self.shard_tokens = folder, np.dtype(dtype), shard_tokens
+    def __init__(self, folder: Path, prefix: str, dtype: str, shard_tokens: int):
+        self.folder, self.prefix = Path(folder), prefix
+        self.dtype, self.shard_tokens = np.dtype(dtype).newbyteorder("<"), shard_tokens
         self.shards: List[Dict] = []
         self._file = None
-        folder.mkdir(parents=True, exist_ok=True)
+        self._sha = None
+        self.folder.mkdir(parents=True, exist_ok=True)
 
     def write(self, tokens: np.ndarray) -> None:
-        tokens = tokens.astype(self.dtype.newbyteorder("<"), copy=False)
+        tokens = tokens.astype(self.dtype, copy=False)
         while len(tokens):
             if self._file is None or self.shards[-1]["tokens"] == self.shard_tokens:
                 self._open_next()
             room = self.shard_tokens - self.shards[-1]["tokens"]
             chunk, tokens = tokens[:room], tokens[room:]
-            self._file.write(chunk.tobytes())
+            data = chunk.tobytes()
+            self._file.write(data)
+            self._sha.update(data)
             self.shards[-1]["tokens"] += len(chunk)
 
     def _open_next(self) -> None:
+        self._finish()
+        name = f"{self.prefix}{len(self.shards):05d}.bin"
+        self._file, self._sha = open(self.folder / name, "wb"), hashlib.sha256()
+        self.shards.append({"file": name, "tokens": 0})
+
+    def _finish(self) -> None:
         if self._file is not None:
+            self._file.flush()
+            os.fsync(self._file.fileno())
             self._file.close()
-        name = f"shard_{len(self.shards):05d}.bin"
-        self._file = open(self.folder / name, "wb")
-        self.shards.append({"file": f"{self.folder.name}/{name}", "tokens": 0})
+            self.shards[-1]["sha256"] = self._sha.hexdigest()
+            self._file = self._sha = None
 
     def close(self) -> List[Dict]:
-        if self._file is not None:
-            self._file.close()
-            self._file = None
+        """Close the last shard; return [{"file", "tokens", "sha256"}] (names relative to the folder)."""
+        self._finish()
         return self.shards
 
 
-def write_split(tokenized, folder: Path, dtype: str, eos_id: int, shard_tokens: int,
-                max_tokens: Optional[int] = None) -> Dict:
-    """Write the EOS-separated stream of a tokenized split; return its counts and shard list.
+def file_sha256(path, limit_bytes: Optional[int] = None) -> str:
+    """SHA-256 of a file, or of its first ``limit_bytes`` bytes."""
+    digest = hashlib.sha256()
+    remaining = limit_bytes
+    with open(path, "rb") as f:
+        while remaining is None or remaining > 0:
+            block = f.read(1 << 20 if remaining is None else min(1 << 20, remaining))
+            if not block:
+                break
+            digest.update(block)
+            if remaining is not None:
+                remaining -= len(block)
+    return digest.hexdigest()
 
-    ``max_tokens`` cuts the stream at exactly that many tokens (the last document may be partial).
-    """
-    writer = ShardWriter(folder, dtype, shard_tokens)
-    documents = tokens = 0
-    for table in tokenized.with_format("arrow").iter(batch_size=4096):
-        column = table.column("ids").combine_chunks()
-        flat = column.flatten().to_numpy(zero_copy_only=False)
-        offsets = column.offsets.to_numpy()
-        offsets = offsets - offsets[0]
-        n = len(column)
-        stream = np.empty(len(flat) + n, dtype=np.int64)
-        doc_index = np.repeat(np.arange(n), np.diff(offsets))
-        stream[np.arange(len(flat)) + doc_index] = flat
-        ends = offsets[1:] + np.arange(n)  # position of each document's EOS
-        stream[ends] = eos_id
-        if max_tokens is not None and tokens + len(stream) >= max_tokens:
-            keep = max_tokens - tokens
-            documents += int(np.searchsorted(ends, keep - 1, side="left")) + 1 if keep > 0 else 0
-            writer.write(stream[:keep])
-            tokens += keep
-            break
-        writer.write(stream)
-        documents += n
-        tokens += len(stream)
-    return {"documents": documents, "tokens": tokens, "shards": writer.close()}
+
+def place_shard(source: Path, target: Path, tokens: int, itemsize: int, whole: bool) -> str:
+    """Put a shard at ``target``: a hard link to ``source`` when ``whole`` (a copy where links are
+    refused), else a copy of its first ``tokens`` tokens. Returns the SHA-256 of the truncated copy,
+    or "" for a whole shard (whose digest the caller already knows)."""
+    if whole:
+        try:
+            os.link(source, target)
+        except OSError:
+            import shutil
+
+            shutil.copyfile(source, target)
+        return ""
+    nbytes = tokens * itemsize
+    digest = hashlib.sha256()
+    with open(source, "rb") as src, open(target, "wb") as dst:
+        remaining = nbytes
+        while remaining:
+            block = src.read(min(1 << 20, remaining))
+            if not block:
+                raise OSError(f"{source} is shorter than the {tokens} tokens recorded for it")
+            dst.write(block)
+            digest.update(block)
+            remaining -= len(block)
+    return digest.hexdigest()

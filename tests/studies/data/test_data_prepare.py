@@ -68,14 +68,14 @@ def test_toy_world_metadata_and_lossless_shards(toy_dir, small_toy_config):
 def test_same_config_gives_byte_identical_shards_and_is_reused(tmp_path, toy_dir, small_toy_config):
     again = prepare_dataset(small_toy_config(tmp_path / "other"))
     assert again.name == toy_dir.name  # content-addressed: same hash, different cache_dir
-    for rel in ("train/shard_00000.bin", "validation/shard_00000.bin", "tokenizer.json"):
+    for rel in ("train/00000-00000.bin", "validation/00000-00000.bin", "tokenizer.json"):
         assert (again / rel).read_bytes() == (toy_dir / rel).read_bytes()
     stamp = (again / "metadata.json").stat().st_mtime_ns
     assert prepare_dataset(small_toy_config(tmp_path / "other")) == again
     assert (again / "metadata.json").stat().st_mtime_ns == stamp
     different = prepare_dataset(small_toy_config(tmp_path / "other", seed=1))
     assert different != again
-    assert (different / "train/shard_00000.bin").read_bytes() != (again / "train/shard_00000.bin").read_bytes()
+    assert (different / "train/00000-00000.bin").read_bytes() != (again / "train/00000-00000.bin").read_bytes()
 
 
 def test_a_new_toy_world_generator_is_a_new_dataset(tmp_path, monkeypatch, small_toy_config):
@@ -102,9 +102,11 @@ def test_local_jsonl_round_trips_through_files_source(tmp_path):
     folder = prepare_dataset(cfg)
     meta = load_metadata(folder)
     train, val = _decode_documents(folder, "train"), _decode_documents(folder, "validation")
-    assert sorted(train + val) == sorted(DOCS)
-    assert len(val) == round(0.1 * len(DOCS))
-    assert train == [d for d in DOCS if d not in val]  # train keeps the source order
+    # The carve: document j of part p (here the one file, p=0) is validation iff the j-th draw of
+    # default_rng([seed, p]) is below validation_fraction; both splits keep the source order.
+    chosen = np.random.default_rng([cfg.seed, 0]).random(len(DOCS)) < cfg.validation_fraction
+    assert val == [d for d, c in zip(DOCS, chosen) if c] and len(val) > 0
+    assert train == [d for d, c in zip(DOCS, chosen) if not c]
     assert meta["splits"]["train"]["documents"] == len(train)
     assert meta["source"] == "files" and meta["split"] == "train"
 
@@ -149,7 +151,7 @@ def test_loaded_tokenizer_gets_special_tokens_and_uint32_when_needed(tmp_path):
     assert not (tmp_path / "c2").exists() or not any((tmp_path / "c2").iterdir())
 
 
-@pytest.mark.parametrize("case", ["missing_file", "empty_corpus", "no_text_field", "hub_stream_unbounded"])
+@pytest.mark.parametrize("case", ["missing_file", "empty_corpus", "no_text_field", "missing_pretrained_folder"])
 def test_bad_input_is_a_clear_error_and_writes_nothing(tmp_path, case):
     cache = tmp_path / "cache"
     if case == "missing_file":
@@ -160,8 +162,8 @@ def test_bad_input_is_a_clear_error_and_writes_nothing(tmp_path, case):
     elif case == "no_text_field":
         cfg, error, match = _files_config(tmp_path, text_field="body"), ValueError, "no text field 'body'"
     else:
-        cfg = DataConfig(source="hub", name=str(tmp_path), cache_dir=str(cache))
-        error, match = ValueError, "max_documents or data.max_tokens"
+        cfg = _files_config(tmp_path, tokenizer=TokenizerConfig(pretrained=str(tmp_path / "no-such-tokenizer")))
+        error, match = FileNotFoundError, "no-such-tokenizer' is not a folder"
     with pytest.raises(error, match=match):
         prepare_dataset(cfg)
     assert not cache.exists() or list(cache.iterdir()) == []
@@ -174,6 +176,8 @@ def test_bad_config_values_are_rejected_with_the_field_name():
         DataConfig(source="hub")
     with pytest.raises(ValueError, match="vocab_size"):
         DataConfig(tokenizer=TokenizerConfig(vocab_size=100))
+    with pytest.raises(ValueError, match="path and data.tokenizer.pretrained are alternatives"):
+        DataConfig(tokenizer=TokenizerConfig(path="t.json", pretrained="gpt2"))
 
 
 def test_two_processes_preparing_at_once_share_one_folder(tmp_path):
