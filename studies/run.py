@@ -53,6 +53,26 @@ def config_yaml(cfg: RunConfig) -> str:
     return OmegaConf.to_yaml(OmegaConf.structured(cfg), sort_keys=True)
 
 
+class DataNotPrepared(FileNotFoundError):
+    """The run reads a hub corpus that has not been prepared: a training job never prepares one itself."""
+
+
+def _check_data_prepared(cfg: RunConfig, out: Path) -> None:
+    """Fail at once, before Lightning is imported or an MLflow run is opened, when the run's hub corpus is
+    not prepared: every job of an array would otherwise stream and tokenize it for hours on GPU nodes, and
+    all but one would throw their copy away (``sweeps.preparation``)."""
+    from studies.data.config import prepared_ahead
+    from studies.data.prepare import dataset_dir, is_prepared
+
+    if prepared_ahead(cfg.data) and not is_prepared(cfg.data):
+        config = out / "config.yaml"
+        raise DataNotPrepared(
+            f"{cfg.name}: its dataset {dataset_dir(cfg.data)} ({cfg.data.source} {cfg.data.name}) is not prepared, "
+            f"and a training job never prepares a hub corpus itself. Prepare it first: python -m studies.data "
+            f"prepare {config if config.is_file() else 'CONFIG'} --workers N (or launch the grid with "
+            f"sweeps/launch.py, which prepares it as a job of its own before the runs)")
+
+
 class RunFolderConflict(FileExistsError):
     """The run folder holds something this run must not overwrite; the message names it and the fix."""
 
@@ -113,6 +133,7 @@ def run(cfg: RunConfig, callbacks: list | None = None, *, until_step: int | None
         print(f"[studies.run] {cfg.name}: segment to step {until_step} already trained "
               f"({branch_checkpoint(out, until_step)})", flush=True)
         return {"name": cfg.name, "segment_end": until_step}
+    _check_data_prepared(cfg, out)
     final_checkpoint = out / "checkpoints" / "final.ckpt"
     if final_checkpoint.exists() and not (out / "checkpoints" / "last.ckpt").exists():
         raise RunFolderConflict(
@@ -136,6 +157,7 @@ def run(cfg: RunConfig, callbacks: list | None = None, *, until_step: int | None
     started = time.time()
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     data_dir = prepare_dataset(cfg.data)
+    print(f"[studies.run] {cfg.name}: data {Path(data_dir).resolve()}", flush=True)
     metadata = load_metadata(data_dir)
     # The vocabulary comes from the tokenizer; non-embedding parameters (and so C = 6ND) do not
     # depend on it.
@@ -337,7 +359,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         result = run(cfg, until_step=until_step)
-    except RunFolderConflict as error:
+    except (RunFolderConflict, DataNotPrepared) as error:
         print(f"error: {first_line(error)}", file=sys.stderr, flush=True)
         return 2
     print(json.dumps(result), flush=True)

@@ -16,6 +16,8 @@ from typing import Optional, Sequence
 
 from sweeps.memory import fit_error
 from sweeps.plan import plan_grid
+from sweeps.preparation import (READY, RUNNING, UNAVAILABLE, preparation_lines, preparation_steps, prepare_here,
+                                repetition_warnings)
 from sweeps.records import SweepLog
 from sweeps.report import plan_json, plan_table, state_counts
 from sweeps.state import run_states
@@ -106,7 +108,12 @@ def main(argv: Optional[Sequence[str]] = None, *, command: Sequence[str] = RUN_C
     states = run_states(plan.runs, log.latest())
     if log.skipped:
         say(f"note: {log.path}: {log.skipped} line(s) that are not sweep records were skipped")
-    print(plan_json(plan, states) if machine_readable else plan_table(plan, states), file=out)
+    steps = preparation_steps([*plan.runs, *plan.trunks], log)
+    print(plan_json(plan, states, steps) if machine_readable else plan_table(plan, states, steps), file=out)
+    on_slurm = cluster == "slurm" or bool(args.emit_sbatch) or (cluster is None and slurm_profile)
+    for line in [*preparation_lines(steps, "slurm" if on_slurm else "local"),
+                 *repetition_warnings(plan, steps)]:
+        say(line)
 
     finished = [r for r in plan.runs if states[r.key].state == "finished"]
     failed = [r for r in plan.runs if states[r.key].state == "failed"]
@@ -125,6 +132,11 @@ def main(argv: Optional[Sequence[str]] = None, *, command: Sequence[str] = RUN_C
     if too_big:
         print(f"error: {too_big}", file=sys.stderr)
         return 2
+    missing = [s for s in steps if s.state == UNAVAILABLE and set(map(id, s.runs)) & set(map(id, unfinished))]
+    if missing and not args.dry_run:
+        print(f"error: the data of {len(missing[0].runs)} run(s) cannot be prepared: {missing[0].detail}",
+              file=sys.stderr)
+        return 2
 
     if args.emit_sbatch and plan.trunks:
         print("error: --emit-sbatch writes one job array, which cannot chain a branched grid's trunk segments; "
@@ -138,12 +150,20 @@ def main(argv: Optional[Sequence[str]] = None, *, command: Sequence[str] = RUN_C
         if not pending:
             say(f"nothing to write: all {len(plan.runs)} runs of grid {plan.grid} finished ({plan.runs_root})")
             return 0
+        from sweeps.sbatch import emit_preparation
+
+        ahead = [s for s in _steps_for(steps, pending) if s.ahead and s.state != READY]
         try:
             script = emit_sbatch(pending, plan.profile, plan.grid, args.emit_sbatch, profile_name=plan.profile_name)
+            submit = emit_preparation(ahead, plan.profile, plan.grid, args.emit_sbatch)
         except ValueError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2
-        say(f"wrote {script} ({len(pending)} run(s), profile {plan.profile_name}); submit with: sbatch {script}")
+        if submit is None:
+            say(f"wrote {script} ({len(pending)} run(s), profile {plan.profile_name}); submit with: sbatch {script}")
+        else:
+            say(f"wrote {script} ({len(pending)} run(s), profile {plan.profile_name}) and the preparation of "
+                f"{len(ahead)} dataset(s) before it; submit both with: bash {submit}")
         return 0
 
     if args.dry_run:
@@ -174,13 +194,18 @@ def main(argv: Optional[Sequence[str]] = None, *, command: Sequence[str] = RUN_C
         print(f"error: {exc}", file=sys.stderr)
         return 2
     if cluster == "slurm":
-        return _submit_to_slurm(plan, todo, log, args, argv, say)
+        return _submit_to_slurm(plan, todo, log, args, argv, say, steps)
     # One local launch of a grid at a time; a refused one leaves no MLflow run, record or folder.
     with _exclusive(plan.sweep_dir / "local.lock") as held:
         if not held:
             print(f"error: another local launch of grid {plan.grid} is running in {plan.runs_root}; wait for it "
                   f"or follow it with python sweeps/status.py --grid {args.grid}", file=sys.stderr)
             return 2
+        try:  # every dataset the runs read, before any of them starts
+            prepare_here(_steps_for(steps, _with_trunks(plan, todo)), plan.profile.prepare.cpus, say)
+        except (OSError, ValueError, RuntimeError) as exc:
+            print(f"error: data preparation failed, nothing was run: {exc}", file=sys.stderr)
+            return 1
         opened = _open_launch(plan, _with_trunks(plan, todo), log, "local", argv, say)
         if isinstance(opened, int):
             return opened
@@ -202,6 +227,12 @@ def main(argv: Optional[Sequence[str]] = None, *, command: Sequence[str] = RUN_C
     if not bad and not args.no_analysis:
         _compare(plan, say)
     return 1 if bad else 0
+
+
+def _steps_for(steps, runs) -> list:
+    """The preparation steps (``sweeps.preparation``) that ``runs`` read."""
+    wanted = {id(r) for r in runs}
+    return [s for s in steps if any(id(r) in wanted for r in s.runs)]
 
 
 def _with_trunks(plan, todo) -> list:
@@ -255,14 +286,19 @@ def _open_launch(plan, todo, log, executor: str, argv, say):
     return todo, parent
 
 
-def _submit_to_slurm(plan, todo, log, args, argv, say) -> int:
+def _submit_to_slurm(plan, todo, log, args, argv, say, steps) -> int:
     opened = _open_launch(plan, _with_trunks(plan, todo), log, "slurm", argv, say)
     if isinstance(opened, int):
         return opened
     todo, parent = opened
     jobs, after = _jobs(plan, todo)
     try:
-        submit_slurm(jobs, log, plan.profile, plan.grid, say=say, after=after)
+        wait_for = _prepare_for_slurm(plan, _steps_for(steps, _with_trunks(plan, todo)), log, say)
+        submit_slurm(jobs, log, plan.profile, plan.grid, say=say, after=after, wait_for=wait_for)
+    except (OSError, ValueError) as exc:
+        _end_parent(plan, parent, "FAILED")
+        print(f"error: data preparation failed, nothing was submitted: {exc}", file=sys.stderr)
+        return 2
     except RuntimeError as exc:
         _end_parent(plan, parent, "FAILED")
         print(f"error: {exc}", file=sys.stderr)
@@ -270,6 +306,25 @@ def _submit_to_slurm(plan, todo, log, args, argv, say) -> int:
     _end_parent(plan, parent, "FINISHED")  # the launch is done; its jobs' runs report for themselves
     say(f"submitted {len(jobs)} job(s); follow them with: python sweeps/status.py --grid {args.grid}")
     return 0
+
+
+def _prepare_for_slurm(plan, steps, log, say) -> list[str]:
+    """The preparation job ids the training jobs wait for: a hub corpus not ready yet is prepared by a CPU
+    job of its own (or the one already in the queue); the toy world and local files here, at once."""
+    from sweeps.submit import submit_preparation
+
+    prepare_here([s for s in steps if not s.ahead or (s.state == RUNNING and s.job_id is None)],
+                 plan.profile.prepare.cpus, say)  # a preparation running here: wait for it
+    wait_for = []
+    for step in steps:
+        if step.state == READY:
+            continue
+        if step.job_id is not None:
+            say(f"{step.folder.name} is being prepared by SLURM job {step.job_id}; the runs wait for it")
+            wait_for.append(step.job_id)
+        else:
+            wait_for.append(submit_preparation(step, plan.profile, log, plan.grid, say=say))
+    return wait_for
 
 
 def _end_parent(plan, parent, status: str) -> None:

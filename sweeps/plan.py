@@ -40,6 +40,7 @@ from sweeps import branching as branched
 from sweeps.grid import (COMPUTE, STUDY_SECTIONS, GridConfig, ModelEntry, grid_name, in_window, load_grid,
                          seeds_at)
 from sweeps.memory import MemoryPlan, run_memory
+from sweeps.preparation import bounded_data, needs_bound
 from sweeps.profiles import ClusterProfile, load_profile
 
 KEY_LENGTH = 12
@@ -234,6 +235,8 @@ def _resolved_config(run: RunConfig, sections: dict, model: dict, own_schedule: 
 def expand(grid: GridConfig, name: str, profile: ClusterProfile, runs_root: Path) -> list[PlannedRun]:
     """Every (model, budget, seed, objective) of the grid as a resolved run, twins next to each other."""
     sections = {s: getattr(grid, s) for s in STUDY_SECTIONS}
+    if needs_bound(grid.data):  # a hub corpus: prepared up to what the grid's largest run reads
+        sections["data"] = bounded_data(grid.data, _largest_tokens(grid))
     section_containers = {s: _container(v) for s, v in sections.items()}
     runs: list[PlannedRun] = []
     sizes: set[int] = set()
@@ -298,6 +301,21 @@ def expand(grid: GridConfig, name: str, profile: ClusterProfile, runs_root: Path
             raise ValueError(f"runs {seen[run.key]} and {run.name} resolve to the same config: a model is listed twice")
         seen[run.key] = run.name
     return runs
+
+
+def _largest_tokens(grid: GridConfig) -> int:
+    """The most tokens any run of the whole grid reads (``--only`` aside: a filter never changes a key)."""
+    t = grid.trainer
+    largest = 0
+    for entry in grid.models:
+        models = {o: _model_for(entry, o) for o in grid.objectives if entry.preset_for(o)}
+        _check_twins(entry, models)  # the grid's own errors first, as the expansion reports them
+        params = sorted({m.non_embedding_params for m in models.values()})
+        for budget in grid.budgets:
+            if all(in_window(grid, tokens_for_budget(budget, n) / n) for n in params):
+                for n in params:
+                    largest = max(largest, plan_budget(budget, n, t.global_batch_size, t.seq_len).tokens)
+    return largest
 
 
 def _group_warmups(grid: GridConfig, models: dict, budgets: list[float]) -> dict[tuple[str, int], int]:

@@ -21,6 +21,19 @@ CLUSTERS_DIR = Path(__file__).resolve().parent.parent / "slurm" / "clusters"
 
 
 @dataclass
+class PrepareResources:
+    """The CPU job that prepares a hub corpus before the runs that read it (``sweeps.preparation``): its
+    workers are its CPUs (``python -m studies.data prepare --workers cpus``). A killed or timed-out
+    preparation is requeued and continues from the parts it has written."""
+
+    partition: Optional[str] = None  # None: the profile's partition
+    cpus: int = 16
+    mem_gb: float = 64
+    time_min: int = 1440
+    max_num_timeout: int = 10  # requeues after a time-out
+
+
+@dataclass
 class ClusterProfile:
     """Fields without a default are required in every profile (``partition: null`` means the
     cluster's default partition). ``nodes`` and ``gpus_per_node`` must agree with the grid's
@@ -51,6 +64,7 @@ class ClusterProfile:
     local_parallel_runs: int = 1
     setup: List[str] = field(default_factory=list)  # shell lines run before a job (module load, ...)
     additional_parameters: Dict[str, Any] = field(default_factory=dict)  # extra #SBATCH options
+    prepare: PrepareResources = field(default_factory=PrepareResources)
 
 
 def known_profiles(clusters_dir: Path = CLUSTERS_DIR) -> list[str]:
@@ -98,6 +112,10 @@ def check_profile(profile: ClusterProfile, path: Path | str = "profile") -> None
         raise ValueError(f"cluster profile {path}: mfu must be in (0, 1], got {profile.mfu}")
     if profile.executor not in ("slurm", "local"):
         raise ValueError(f"cluster profile {path}: executor must be slurm or local, got {profile.executor!r}")
+    prep = profile.prepare
+    if prep.cpus < 1 or prep.mem_gb <= 0 or prep.time_min < 1 or prep.max_num_timeout < 0:
+        raise ValueError(f"cluster profile {path}: prepare needs cpus >= 1, mem_gb > 0, time_min >= 1 and "
+                         f"max_num_timeout >= 0, got {prep}")
     if profile.local_parallel_runs < 0:
         raise ValueError(f"cluster profile {path}: local_parallel_runs must be 0 (one per core) or more, "
                          f"got {profile.local_parallel_runs}")
@@ -117,4 +135,4 @@ def check_resources(profile: ClusterProfile, devices: int, num_nodes: int, name:
         )
 
 
-__all__ = ["CLUSTERS_DIR", "ClusterProfile", "check_profile", "check_resources", "known_profiles", "load_profile"]
+__all__ = ["CLUSTERS_DIR", "ClusterProfile", "PrepareResources", "check_profile", "check_resources", "known_profiles", "load_profile"]

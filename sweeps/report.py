@@ -37,17 +37,30 @@ def hours_unit(plan) -> str:
     return "GPU-h" if plan.profile.gpus_per_node else "CPU-h"
 
 
-def plan_table(plan, states: Optional[dict[str, RunStatus]] = None) -> str:
+def _epochs(run, steps) -> str:
+    """How many times the run reads its prepared data ('?' until a dataset of unknown size is prepared)."""
+    from sweeps.preparation import step_of
+
+    step = step_of(steps, run)
+    epochs = step.epochs(run) if step is not None else None
+    if epochs is None:
+        return "?"
+    return f"{epochs:,.0f}" if epochs >= 100 else f"{epochs:.3g}"
+
+
+def plan_table(plan, states: Optional[dict[str, RunStatus]] = None, steps=()) -> str:
+    """The plan, a row per run; ``steps`` (``sweeps.preparation``) add the epochs each run makes over its
+    prepared data."""
     unit = hours_unit(plan)
-    header = ["key", "objective", "model", "N", "D", "C", "steps", "D/N", unit, "mem GiB"]
+    header = ["key", "objective", "model", "N", "D", "C", "steps", "D/N", "epochs", unit, "mem GiB"]
     if states is not None:
         header.append("state")
     rows = []
     for run in plan.runs:
         b = run.budget
         row = [run.key, run.objective, run.model, si(b.non_embedding_params), si(b.tokens), f"{b.flops:.3g}",
-               f"{b.steps:,}", (f"{b.tokens_per_param:,.0f}" if b.tokens_per_param >= 100 else f"{b.tokens_per_param:.3g}"), _hours(run.device_hours),
-               _gib(run)]
+               f"{b.steps:,}", (f"{b.tokens_per_param:,.0f}" if b.tokens_per_param >= 100 else f"{b.tokens_per_param:.3g}"),
+               _epochs(run, steps), _hours(run.device_hours), _gib(run)]
         if states is not None:
             row.append(states[run.key].state)
         rows.append(row)
@@ -58,11 +71,12 @@ def plan_table(plan, states: Optional[dict[str, RunStatus]] = None) -> str:
         for trunk in plan.trunks:
             b = trunk.budget
             row = [trunk.key, trunk.objective, f"{trunk.model} trunk", si(b.non_embedding_params), si(b.tokens),
-                   f"{b.flops:.3g}", f"{b.steps:,}", "-", "-", _hours(trunk.device_hours), _gib(trunk)]
+                   f"{b.flops:.3g}", f"{b.steps:,}", "-", "-", _epochs(trunk, steps), _hours(trunk.device_hours),
+                   _gib(trunk)]
             if states is not None:
                 row.append(trunk_state(trunk))
             rows.append(row)
-    table = render_table(header, rows, right={3, 4, 5, 6, 7, 8, 9} | ({10} if plan.trunks else set()))
+    table = render_table(header, rows, right={3, 4, 5, 6, 7, 8, 9, 10} | ({11} if plan.trunks else set()))
     total_c = sum(r.budget.flops for r in plan.runs)
     total_d = sum(r.budget.tokens for r in plan.runs)
     total_h = sum(r.device_hours for r in plan.runs)
@@ -128,15 +142,27 @@ def trunk_state(trunk) -> str:
     return "finished" if trunk.done() else f"{done}/{len(parts)} segments"
 
 
-def plan_json(plan, states: Optional[dict[str, RunStatus]] = None) -> str:
+def _data_fields(run, steps) -> dict:
+    """A run's prepared dataset (folder name) and the epochs it makes over it (None: not known yet)."""
+    from sweeps.preparation import step_of
+
+    step = step_of(steps, run)
+    if step is None:
+        return {}
+    epochs = step.epochs(run)
+    return {"dataset": step.folder.name, "epochs": None if epochs is None else round(epochs, 4)}
+
+
+def plan_json(plan, states: Optional[dict[str, RunStatus]] = None, steps=()) -> str:
     rows = []
     for run in plan.runs:
-        row = run.summary()
+        row = {**run.summary(), **_data_fields(run, steps)}
         if states is not None:
             row["state"] = states[run.key].state
         rows.append(row)
     for trunk in plan.trunks:
-        rows.append({**trunk.summary(), **({"state": trunk_state(trunk)} if states is not None else {})})
+        rows.append({**trunk.summary(), **_data_fields(trunk, steps),
+                     **({"state": trunk_state(trunk)} if states is not None else {})})
     return json.dumps(rows, indent=2)
 
 

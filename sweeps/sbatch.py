@@ -8,7 +8,13 @@
   (or ``multi_node.sbatch`` when the profile asks for several nodes), resources from the cluster
   profile; logs go to ``DIR/logs/<array job>_<task>.out``.
 
-``sbatch DIR/array.sbatch`` then runs the grid. Each task runs ``srun ... python -m studies.run
+When a run reads a hub corpus that is not prepared yet (``sweeps.preparation``), it also writes
+
+- ``DIR/data/<dataset>.yaml`` and ``DIR/prepare-<dataset>.sbatch``: the CPU job that prepares it
+  (``slurm/templates/prepare.sbatch``, resources from the profile's ``prepare`` section);
+- ``DIR/submit.sh``: submits the preparation jobs, then the array with ``--dependency=afterok`` on them.
+
+``sbatch DIR/array.sbatch`` (or ``bash DIR/submit.sh`` where it exists) then runs the grid. Each task runs ``srun ... python -m studies.run
 CONFIG`` with one task per device, requeues itself on SIGUSR1 (``--signal``, preemption) and resumes
 from its checkpoint (``studies.preemption``). A run that finished already returns at once.
 
@@ -19,6 +25,7 @@ Imports no torch, lightning or mlflow.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import re
 import shlex
 import sys
@@ -30,6 +37,7 @@ from sweeps.profiles import ClusterProfile, check_resources, load_profile
 REPO_ROOT = Path(__file__).resolve().parent.parent
 TEMPLATES = REPO_ROOT / "slurm" / "templates"
 ARRAY_SCRIPT = "array.sbatch"
+SUBMIT_SCRIPT = "submit.sh"
 _PLACEHOLDER = re.compile(r"\{\{(\w+)\}\}")
 
 
@@ -122,6 +130,50 @@ def emit_sbatch(runs: Sequence, profile: ClusterProfile, grid: str, out_dir: Pat
     return script
 
 
+def emit_preparation(steps: Sequence, profile: ClusterProfile, grid: str, out_dir: Path | str,
+                     python: str = sys.executable) -> Optional[Path]:
+    """Write a ``prepare-<dataset>.sbatch`` per step (``sweeps.preparation``) and ``submit.sh``, which
+    submits them and then ``array.sbatch`` after them; None (and nothing written) without steps."""
+    from sweeps.preparation import write_data_config
+
+    if not steps:
+        return None
+    out = Path(out_dir).expanduser().resolve()
+    prep = profile.prepare
+    options = sbatch_options(dataclasses.replace(profile, partition=prep.partition or profile.partition,
+                                                 gpus_per_node=0, constraint=None, additional_parameters={}))
+    scripts = []
+    for step in steps:
+        config = write_data_config(step, out / "data")
+        values = {
+            "job_name": _job_name(f"{grid}-prepare"),
+            "cpus": prep.cpus,
+            "mem_mb": int(prep.mem_gb * 1024),
+            "time_min": prep.time_min,
+            "log": str(out / "logs" / f"prepare-{step.folder.name}-%j.out"),
+            "sbatch_options": "\n".join(options),
+            "workdir": shlex.quote(str(Path.cwd())),
+            "repo": shlex.quote(str(REPO_ROOT)),
+            "setup": "\n".join(profile.setup),
+            "python": shlex.quote(python),
+            "config": shlex.quote(str(config)),
+        }
+        script = out / f"prepare-{step.folder.name}.sbatch"
+        script.write_text(render((TEMPLATES / "prepare.sbatch").read_text(), values))
+        script.chmod(0o755)
+        scripts.append(script)
+    lines = ["#!/usr/bin/env bash",
+             f"# The data preparation of grid {grid}, then its job array, which waits for it (afterok).",
+             "set -euo pipefail", 'cd "$(dirname "$0")"', "after=''"]
+    for script in scripts:
+        lines.append(f'after="$after:$(sbatch --parsable {shlex.quote(script.name)} | cut -d";" -f1)"')
+    lines += ['echo "preparation job(s): ${after#:}"', f'sbatch --dependency="afterok$after" {ARRAY_SCRIPT}']
+    submit = out / SUBMIT_SCRIPT
+    submit.write_text("\n".join(lines) + "\n")
+    submit.chmod(0o755)
+    return submit
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m sweeps.sbatch",
                                      description="Render the sbatch script of one resolved run config.")
@@ -156,4 +208,4 @@ if __name__ == "__main__":
     sys.exit(main())
 
 
-__all__ = ["ARRAY_SCRIPT", "emit_sbatch", "render", "sbatch_options", "script_text", "template_for"]
+__all__ = ["ARRAY_SCRIPT", "SUBMIT_SCRIPT", "emit_preparation", "emit_sbatch", "render", "sbatch_options", "script_text", "template_for"]

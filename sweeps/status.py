@@ -48,6 +48,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(status_table(plan, states, parts))
         print(state_counts({r.key: states[r.key] for r in plan.runs}) +
               (f"; trunk segments: {state_counts({s.key: states[s.key] for s in parts})}" if parts else ""))
+        from sweeps.preparation import preparation_lines, preparation_steps
+
+        for line in preparation_lines(preparation_steps([*plan.runs, *plan.trunks], log),
+                                      "slurm" if plan.profile.executor == "slurm" else "local"):
+            print(line)
         known = {r.key for r in plan.runs} | {s.key for s in parts}
         other = {k for k in log.latest() if k not in known}
         if other:

@@ -70,11 +70,51 @@ def slurm_parameters(profile: ClusterProfile, trainer: dict, job_name: str) -> d
     return params
 
 
+def _refused(what: str, exc: Exception) -> RuntimeError:
+    message = getattr(exc, "stderr", None) or getattr(exc, "output", None) or str(exc)
+    if isinstance(message, bytes):
+        message = message.decode(errors="replace")
+    return RuntimeError(f"sbatch refused {what}: {str(message).strip()}")
+
+
+def submit_preparation(step, profile: ClusterProfile, log: SweepLog, grid: str, say=print) -> str:
+    """Submit the CPU job that prepares ``step``'s dataset (``sweeps.preparation``) with the profile's
+    ``prepare`` resources; record it in the sweep log and return its job id."""
+    import submitit
+
+    from sweeps.job import PrepareJob
+    from sweeps.preparation import PREPARE_EVENT, note_job, write_data_config
+
+    prep = profile.prepare
+    config = write_data_config(step, Path(log.sweep_dir) / "prepare")
+    executor = submitit.AutoExecutor(folder=Path(log.sweep_dir) / "submitit" / "%j", cluster="slurm",
+                                     slurm_max_num_timeout=prep.max_num_timeout)
+    params = dict(name=f"{grid}-prepare", timeout_min=prep.time_min, nodes=1, tasks_per_node=1,
+                  cpus_per_task=prep.cpus, mem_gb=prep.mem_gb,
+                  slurm_setup=[f"cd {os.getcwd()}", f"export PYTHONPATH={REPO_ROOT}${{PYTHONPATH:+:$PYTHONPATH}}",
+                               *profile.setup])
+    optional = {"slurm_partition": prep.partition or profile.partition, "slurm_account": profile.account,
+                "slurm_qos": profile.qos}
+    params.update({k: v for k, v in optional.items() if v})
+    executor.update_parameters(**params)
+    try:
+        job = executor.submit(PrepareJob(str(config), prep.cpus))
+    except Exception as exc:  # noqa: BLE001 - sbatch's own message
+        raise _refused(f"the preparation job of {step.folder.name}", exc) from exc
+    note_job(step, job.job_id)  # for every grid that reads this dataset
+    log.append({"event": PREPARE_EVENT, "dataset": step.folder.name, "job_id": job.job_id, "executor": "slurm",
+                "config": str(config), "log": str(job.paths.stderr)})
+    say(f"submitted the preparation of {step.folder.name} ({step.source}) as SLURM job {job.job_id} "
+        f"({prep.cpus} CPUs); log: {job.paths.stderr}", flush=True)
+    return job.job_id
+
+
 def submit_slurm(runs: Sequence, log: SweepLog, profile: ClusterProfile, grid: str, say=print,
-                 after: dict | None = None) -> list:
+                 after: dict | None = None, wait_for: Sequence[str] = ()) -> list:
     """Submit ``runs`` as one submitit job array; returns the submitit jobs. With ``after`` (a run key
     to the key it waits for: a branched grid's segments and branches) each run is a job of its own,
-    submitted in order with ``--dependency=afterok:<job of its prerequisite>``."""
+    submitted in order with ``--dependency=afterok:<job of its prerequisite>``. ``wait_for``: jobs that
+    every run waits for (the preparation of its data), ``afterok`` as well."""
     import submitit
 
     from sweeps.job import RunJob
@@ -82,6 +122,10 @@ def submit_slurm(runs: Sequence, log: SweepLog, profile: ClusterProfile, grid: s
     folder = Path(log.sweep_dir) / "submitit" / "%j"
     executor = submitit.AutoExecutor(folder=folder, cluster="slurm", slurm_max_num_timeout=profile.max_num_timeout)
     parameters = slurm_parameters(profile, runs[0].config["trainer"], f"{grid}")
+    if wait_for:
+        extra = dict(parameters.get("slurm_additional_parameters", {}))
+        extra["dependency"] = "afterok:" + ":".join(wait_for)
+        parameters["slurm_additional_parameters"] = extra
     executor.update_parameters(**parameters)
     configs = [run.write_config() for run in runs]
     calls = [RunJob(str(config), list(run.extra_args)) for run, config in zip(runs, configs)]
@@ -90,7 +134,7 @@ def submit_slurm(runs: Sequence, log: SweepLog, profile: ClusterProfile, grid: s
             jobs, ids = [], {}
             for run, call in zip(runs, calls):
                 extra = dict(parameters.get("slurm_additional_parameters", {}))
-                if run.key in after and after[run.key] in ids:
+                if run.key in after and after[run.key] in ids:  # its segment (which waits for the data)
                     extra["dependency"] = f"afterok:{ids[after[run.key]]}"
                 executor.update_parameters(slurm_additional_parameters=extra)
                 jobs.append(executor.submit(call))
@@ -99,10 +143,7 @@ def submit_slurm(runs: Sequence, log: SweepLog, profile: ClusterProfile, grid: s
             with executor.batch():
                 jobs = [executor.submit(call) for call in calls]
     except Exception as exc:  # noqa: BLE001 - surface sbatch's own message, submit nothing else
-        message = getattr(exc, "stderr", None) or getattr(exc, "output", None) or str(exc)
-        if isinstance(message, bytes):
-            message = message.decode(errors="replace")
-        raise RuntimeError(f"sbatch refused the job array for grid {grid!r}: {str(message).strip()}") from exc
+        raise _refused(f"the job array for grid {grid!r}", exc) from exc
     ids = {run.key: job.job_id for run, job in zip(runs, jobs)}
     for run, job in zip(runs, jobs):
         paths = job.paths
@@ -111,9 +152,10 @@ def submit_slurm(runs: Sequence, log: SweepLog, profile: ClusterProfile, grid: s
         shutil.copyfile(run.config_path, paths.folder / f"{job.job_id}_config.yaml")
         log.submitted(run.key, run.name, job.job_id, "slurm", log=str(paths.stderr), stdout=str(paths.stdout),
                       result_pickle=str(paths.result_pickle), config=str(run.config_path))
-        waits = f", after job {ids[after[run.key]]}" if after and after.get(run.key) in ids else ""
+        waits = (f", after job {ids[after[run.key]]}" if after and after.get(run.key) in ids
+                 else f", after preparation job(s) {', '.join(wait_for)}" if wait_for else "")
         say(f"submitted {run.name} ({run.key}) as SLURM job {job.job_id}{waits}", flush=True)
     return jobs
 
 
-__all__ = ["resolve_cluster", "slurm_parameters", "submit_slurm"]
+__all__ = ["resolve_cluster", "slurm_parameters", "submit_preparation", "submit_slurm"]

@@ -72,7 +72,8 @@ def test_dry_run_table_has_every_column_and_totals(tmp_path, capsys):
     assert launcher.main(["--grid", "scaling_1b", "--dry-run", "--runs-dir", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     header = next(line for line in out.splitlines() if line.startswith("key"))
-    assert header.split() == ["key", "objective", "model", "N", "D", "C", "steps", "D/N", "GPU-h", "mem", "GiB", "state"]
+    assert header.split() == ["key", "objective", "model", "N", "D", "C", "steps", "D/N", "epochs", "GPU-h", "mem", "GiB",
+                              "state"]
     assert "total: 14 runs" in out and "GPU-h = D x (6N + 12 n_layers L d_model)" in out
     assert "989 TFLOP/s" in out and "dry run: nothing submitted" in out
 
