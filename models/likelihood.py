@@ -3,7 +3,8 @@
 Multiple-choice tasks (MMLU, ARC-C, CMMLU, PIQA) rank answers by these scores, as LLaDA does
 (Nie et al. 2025, Sec. 4 and App. B.6).
 
-* ``arm_nll``: -log p(answer | prompt) = -sum_i log p(a_i | prompt, a_<i), exact.
+* ``arm_nll``: -log p(answer | prompt) = -sum_i log p(a_i | prompt, a_<i), exact;
+  ``arm_loglikelihood`` returns log p with lm-eval's ``is_greedy`` beside it.
 * ``mdm_nll_bound``: LLaDA eq. 6, an upper bound on -log p(answer | prompt):
   ``E_{l ~ U{1..L}} E_{r_l} [ (L / l) * sum_{i masked} -log p(a_i | prompt, r_l) ]`` where r_l is the
   answer with exactly l of its L tokens masked, chosen uniformly without replacement, and the prompt
@@ -140,6 +141,18 @@ def arm_nll(model: Model, prompt, answer, *, batch_size: int = 32, max_len: int 
     sequences (returns [N]). The prompt must hold at least one token (a BOS if nothing else):
     the first answer token is predicted from the position before it. Float64 on the CPU.
     """
+    log_prob, _ = arm_loglikelihood(model, prompt, answer, batch_size=batch_size, max_len=max_len, pad_id=pad_id)
+    return -log_prob
+
+
+@torch.no_grad()
+def arm_loglikelihood(model: Model, prompt, answer, *, batch_size: int = 32, max_len: int | None = None,
+                      pad_id: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """(log p(answer | prompt), is_greedy) under a causal model, as lm-evaluation-harness's
+    ``loglikelihood`` returns them: the exact sum of next-token log-probabilities of the answer, and
+    whether greedy decoding from the prompt produces exactly the answer (every answer token is the
+    argmax at its position). Shapes and truncation as ``arm_nll``; float64 and bool on the CPU.
+    """
     prompts, answers, single = as_batch(prompt, answer)
     limit = context_length(model, max_len)
     for index, ids in enumerate(prompts):
@@ -148,6 +161,7 @@ def arm_nll(model: Model, prompt, answer, *, batch_size: int = 32, max_len: int 
     prompts = [_fit_context(p, a, limit, 1, i) for i, (p, a) in enumerate(zip(prompts, answers))]
     device = model_device(model)
     scores = torch.zeros(len(prompts), dtype=torch.float64)
+    greedy = torch.zeros(len(prompts), dtype=torch.bool)
     for start in range(0, len(prompts), batch_size):
         chunk = range(start, min(start + batch_size, len(prompts)))
         logits = run_padded(model, [prompts[i] + answers[i] for i in chunk], device, pad_id)
@@ -156,9 +170,10 @@ def arm_nll(model: Model, prompt, answer, *, batch_size: int = 32, max_len: int 
             p, a = len(prompts[i]), len(answers[i])
             targets = torch.tensor(answers[i], device=log_probs.device)
             # logits at position t predict token t + 1
-            picked = log_probs[row, p - 1 : p + a - 1].gather(-1, targets[:, None])
-            scores[i] = -picked.sum().double().cpu()
-    return scores[0] if single else scores
+            scored = log_probs[row, p - 1 : p + a - 1]  # [a, V]
+            scores[i] = scored.gather(-1, targets[:, None]).sum().double().cpu()
+            greedy[i] = bool((scored.argmax(-1) == targets).all())
+    return (scores[0], greedy[0]) if single else (scores, greedy)
 
 
 # ----------------------------------------------------------------------------- MDM: mask plans
@@ -355,6 +370,7 @@ def _score_plans(model, prompts, answers, plans, mask_id, cfg_scale, batch_size,
 
 __all__ = [
     "arm_nll",
+    "arm_loglikelihood",
     "mdm_nll_bound",
     "mdm_nll_bound_exact",
     "mask_plan",

@@ -211,10 +211,10 @@ def run_probes(adapter, world, per_probe: Optional[int] = None) -> Dict[str, dic
     """{probe: {"acc", "chance", "rank", "n"}}: the fraction of items whose correct choice scores highest
     (ties lose), the mean of 1/choices, the mean ``relative_rank``; acc and rank are None where a probe
     is undefined for the model."""
-    from studies.tasks.adapter import _eval_mode
+    from studies.tasks.adapter import eval_mode
 
     results = {}
-    with _eval_mode(adapter.model):
+    with eval_mode(adapter.model):
         for probe, items in build_items(world, per_probe).items():
             scores = [score_item(adapter, item) for item in items]
             entry = {"acc": None, "chance": None, "rank": None, "n": len(items)}

@@ -126,17 +126,7 @@ class ModelAdapter:
 
     def encode_pair(self, context: str, continuation: str) -> Tuple[List[int], List[int]]:
         """Context ids (with the document-start token) and continuation ids, lm-eval style."""
-        spaces = len(context) - len(context.rstrip(" "))
-        if spaces:
-            context, continuation = context[:-spaces], context[-spaces:] + continuation
-        whole = self.encode(context + continuation)
-        context_ids = self.encode(context)
-        if whole[: len(context_ids)] == context_ids and len(whole) > len(context_ids):
-            continuation_ids = whole[len(context_ids):]
-        else:  # a merge across the boundary: fall back to separate encodings
-            continuation_ids = self.encode(continuation)
-        if not continuation_ids:
-            raise ValueError(f"continuation {continuation!r} encodes to no tokens; it cannot be scored")
+        context_ids, continuation_ids = split_pair(self.encode, context, continuation)
         return [self.document_start_id] + context_ids, continuation_ids
 
     # ------------------------------------------------------------------ requests
@@ -148,7 +138,7 @@ class ModelAdapter:
         pairs = [self.encode_pair(c, x) for c, x in requests]
         prompts, answers = [p for p, _ in pairs], [a for _, a in pairs]
         batch = self.settings.batch_size
-        with _eval_mode(self.model):
+        with eval_mode(self.model):
             if self.objective == "arm":
                 nll = arm_nll(self.model, prompts, answers, batch_size=batch, max_len=self.max_len, pad_id=self.pad_id)
             else:
@@ -175,7 +165,7 @@ class ModelAdapter:
         prompts = [self._truncate([self.document_start_id] + self.encode(c), keep) for c in contexts]
         outputs: List[List[int]] = []
         batch = self.settings.batch_size
-        with _eval_mode(self.model):
+        with eval_mode(self.model):
             for start in range(0, len(prompts), batch):
                 chunk = prompts[start:start + batch]
                 if self.objective == "arm":
@@ -189,14 +179,33 @@ class ModelAdapter:
                                         temperature=temperature, cfg_scale=self.cfg_scale, remasking=g.remasking,
                                         mask_id=self.mask_id, generator=self.generator, max_len=self.max_len)
                     outputs += [row[len(p):] for row, p in zip(full, chunk)]
-        return [cut_at_stop(self.decode(_cut_at(ids, self.eos_id)), stop) for ids in outputs]
+        return [cut_at_stop(self.decode(cut_at_token(ids, self.eos_id)), stop) for ids in outputs]
 
     @staticmethod
     def _truncate(ids: List[int], keep: Optional[int]) -> List[int]:
         return ids if keep is None or len(ids) <= keep else ids[-keep:]
 
 
-def _cut_at(ids: Sequence[int], token: int) -> List[int]:
+def split_pair(encode, context: str, continuation: str) -> Tuple[List[int], List[int]]:
+    """(context ids, continuation ids) as lm-evaluation-harness splits a request: trailing spaces of the
+    context move to the continuation, and the continuation is the rest of the encoding of the whole, so
+    a merge across the boundary is scored as the model would read it (separate encodings where the whole
+    does not start with the context's)."""
+    spaces = len(context) - len(context.rstrip(" "))
+    if spaces:
+        context, continuation = context[:-spaces], context[-spaces:] + continuation
+    whole = encode(context + continuation)
+    context_ids = encode(context)
+    if whole[: len(context_ids)] == context_ids and len(whole) > len(context_ids):
+        continuation_ids = whole[len(context_ids):]
+    else:  # a merge across the boundary: fall back to separate encodings
+        continuation_ids = encode(continuation)
+    if not continuation_ids:
+        raise ValueError(f"continuation {continuation!r} encodes to no tokens; it cannot be scored")
+    return context_ids, continuation_ids
+
+
+def cut_at_token(ids: Sequence[int], token: int) -> List[int]:
     ids = list(ids)
     return ids[: ids.index(token)] if token in ids else ids
 
@@ -207,7 +216,7 @@ def cut_at_stop(text: str, stop: Sequence[str]) -> str:
     return text[:cut]
 
 
-class _eval_mode:
+class eval_mode:
     """Put a module in eval mode for the duration and restore its previous mode."""
 
     def __init__(self, model):

@@ -1,0 +1,377 @@
+"""Our ARM and MDM checkpoints as an lm-evaluation-harness model: ``--model arm_mdm``.
+
+lm-eval owns prompts, few-shot sampling, filters and metrics; this class owns what is this
+project's own, the three request types of ``lm_eval.api.model.LM``:
+
+- ``loglikelihood``: ``(log p(continuation | context), is_greedy)``. ARM: exact
+  (``models.likelihood.arm_loglikelihood``). MDM: minus LLaDA's eq. 6 Monte Carlo bound
+  (``models.likelihood.mdm_nll_bound``: ``mc_samples`` passes, the stratified estimator, one pass
+  for a single-token continuation, unsupervised CFG at ``cfg_scale``). An MDM has no left-to-right
+  greedy decoding; with ``check_greedy=True`` is_greedy says whether LLaDA's low-confidence sampler
+  (one token per step, temperature 0) writes exactly the continuation (LLaDA's
+  ``suffix_greedy_prediction``; L more passes per request); otherwise it is False, as in LLaDA's
+  ``eval_llada.py`` with ``is_check_greedy=False`` (no multiple-choice metric reads it).
+- ``generate_until``: ARM decodes with a KV cache (``models.sampling.arm_generate``); MDM runs
+  LLaDA's sampler (``models.sampling.generate``) with ``gen_length`` (default: the request's
+  ``max_gen_toks``), ``steps`` and ``block_length`` (default: ``gen_length``) and ``remasking``.
+  Outputs are cut at EOS, at ``max_gen_toks`` tokens and before the first ``until`` string.
+- ``loglikelihood_rolling``: the document in lm-eval's rolling windows of ``max_seq_len - 1``
+  predicted tokens, each conditioned on what precedes it inside the window; the window scores
+  are summed. Exact for ARM; for MDM each window's eq. 6 bound, so the sum bounds the
+  windowed negative log-likelihood (LLaDA's own adapter leaves this unimplemented, LLaDA issue #92).
+
+Tokenization is lm-eval's: the context is encoded alone and the continuation is the rest of the
+encoding of context + continuation (trailing spaces of the context move to the continuation), and
+every context starts with the EOS token that precedes each document in training (the
+EOS-separated packing of ``studies.data.packing``). A context too long for the model loses its
+oldest tokens.
+
+Randomness (MDM masks, sampling noise) comes from one generator per task, seeded with
+``seed + crc32(task name)`` at the start of every request batch, as ``studies.evaluate`` reseeds
+per task: the same seed gives the same numbers as the hand-written scorer. Requests are scored in
+the order lm-eval gives them, ``batch_size`` documents at a time, so the requests sharing a context
+(the choices of one question) share a batch.
+
+``model_args`` (``--model_args checkpoint=PATH,mc_samples=128,cfg_scale=0.5``): see ``ModelArgs``;
+``--batch_size`` and ``--device`` are lm-eval's own flags (a ``model_args`` value wins over them).
+"""
+
+from __future__ import annotations
+
+import difflib
+import logging
+import zlib
+from dataclasses import dataclass, fields
+from itertools import groupby
+from pathlib import Path
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+
+import torch
+from lm_eval.api.model import LM
+from lm_eval.api.registry import register_model
+from lm_eval.utils import get_rolling_token_windows, make_disjoint_window
+
+from models.likelihood import arm_loglikelihood, mdm_nll_bound, model_device
+from models.sampling import REMASKING, arm_generate, generate as mdm_generate
+from studies.tasks.adapter import cut_at_token, eval_mode, cut_at_stop, split_pair
+
+log = logging.getLogger(__name__)
+
+GEN_KWARGS = ("until", "max_gen_toks", "do_sample", "temperature", "top_p")
+
+
+class ModelArgsError(ValueError):
+    """A ``model_args`` value the model cannot use; the message names the fix."""
+
+
+@dataclass
+class ModelArgs:
+    """What ``--model_args`` may set; an unknown key is an error, not a silent default."""
+
+    checkpoint: Optional[str] = None  # a run's Lightning .ckpt file (consolidate a sharded folder first)
+    tokenizer: Optional[str] = None  # prepared data folder (tokenizer.json, metadata.json); default: the run's
+    mc_samples: int = 128  # Monte Carlo samples of the MDM bound (one pass for a single-token continuation)
+    cfg_scale: float = 0.0  # unsupervised classifier-free guidance (MDM; LLaDA eq. 16)
+    estimator: str = "stratified"  # MDM bound estimator: stratified | plain (models.likelihood.mask_plan)
+    check_greedy: bool = False  # MDM is_greedy through LLaDA's sampler (L extra passes per request)
+    batch_size: int = 16  # documents per scoring call; model rows per forward pass
+    device: str = "cpu"
+    seed: int = 0
+    gen_length: Optional[int] = None  # MDM response length (default: the request's max_gen_toks)
+    steps: Optional[int] = None  # MDM sampling steps (default: gen_length, one token per step)
+    block_length: Optional[int] = None  # MDM semi-autoregressive block (default: gen_length, one block)
+    remasking: str = "low_confidence"  # low_confidence | random
+    max_gen_toks: int = 256  # a request's max_gen_toks when its task sets none
+
+    @classmethod
+    def parse(cls, values: Mapping[str, Any], cli: Optional[Mapping[str, Any]] = None) -> "ModelArgs":
+        """From ``model_args`` and lm-eval's ``--batch_size``/``--device`` (``cli``; model_args win)."""
+        known = [f.name for f in fields(cls)]
+        unknown = sorted(set(values) - set(known))
+        if unknown:
+            hints = [m for key in unknown for m in difflib.get_close_matches(key, known, n=1)]
+            hint = f" (did you mean {', '.join(hints)}?)" if hints else ""
+            raise ModelArgsError(f"unknown model_args key(s) {unknown} for --model arm_mdm{hint}; known: {known}")
+        merged = {k: v for k, v in (cli or {}).items() if k in ("batch_size", "device") and v is not None}
+        merged.update(values)
+        if isinstance(merged.get("batch_size"), str):
+            if not merged["batch_size"].isdigit():
+                raise ModelArgsError(f"batch_size={merged['batch_size']!r} is not supported by arm_mdm; pass a number "
+                                     "(--batch_size 16)")
+            merged["batch_size"] = int(merged["batch_size"])
+        args = cls(**merged)
+        for name in ("mc_samples", "batch_size", "max_gen_toks"):
+            if not isinstance(getattr(args, name), int) or getattr(args, name) < 1:
+                raise ModelArgsError(f"{name} must be a positive integer, got {getattr(args, name)!r}")
+        if args.remasking not in REMASKING:
+            raise ModelArgsError(f"remasking={args.remasking!r}: choose one of {REMASKING}")
+        if args.cfg_scale < 0:
+            raise ModelArgsError(f"cfg_scale must be >= 0 (LLaDA searches 0, 0.5, 1, 1.5, 2), got {args.cfg_scale}")
+        return args
+
+
+@register_model("arm_mdm")
+class ArmMdmLM(LM):
+    """lm-eval's ``LM`` over a backbone (token ids -> logits), its objective and a tokenizer."""
+
+    def __init__(self, **model_args):
+        super().__init__()
+        cli = {k: model_args.pop(k) for k in ("batch_size", "max_batch_size", "device") if k in model_args}
+        args = ModelArgs.parse(model_args, cli)
+        module, tokenizer, special_ids = load_checkpoint(args)
+        self._setup(module.model, tokenizer, objective=module.objective, mask_id=module.mask_id,
+                    special_ids=special_ids, args=args)
+
+    @classmethod
+    def create_from_arg_string(cls, arg_string: str, additional_config: Optional[dict] = None) -> "ArmMdmLM":
+        from lm_eval.utils import simple_parse_args_string
+
+        return cls.create_from_arg_obj(simple_parse_args_string(arg_string), additional_config)
+
+    @classmethod
+    def create_from_arg_obj(cls, arg_dict: Mapping[str, Any], additional_config: Optional[dict] = None) -> "ArmMdmLM":
+        """lm-eval always passes its ``--batch_size``/``--device`` beside ``model_args``; a key given in
+        both is taken from ``model_args`` instead of failing as a repeated keyword."""
+        extra = {k: v for k, v in (additional_config or {}).items() if v is not None and k not in arg_dict}
+        return cls(**dict(arg_dict), **extra)
+
+    @classmethod
+    def from_module(cls, module, tokenizer, *, special_ids: Mapping[str, int], **model_args) -> "ArmMdmLM":
+        """From an in-memory ``models.lightning.LanguageModel`` (e.g. during training) and its
+        tokenizer; the module stays where it is and is restored to its mode after each request batch."""
+        args = ModelArgs.parse(model_args)
+        self = cls.__new__(cls)
+        LM.__init__(self)
+        self._setup(module.model, tokenizer, objective=module.objective, mask_id=module.mask_id,
+                    special_ids=special_ids, args=args)
+        return self
+
+    def _setup(self, model, tokenizer, *, objective: str, mask_id: Optional[int], special_ids: Mapping[str, int],
+               args: ModelArgs) -> None:
+        if objective not in ("arm", "mdm"):
+            raise ValueError(f"objective must be 'arm' or 'mdm', got {objective!r}")
+        if objective == "mdm" and mask_id is None:
+            raise ValueError("an MDM needs mask_id (the tokenizer's mask token)")
+        self.model, self.tokenizer, self.objective, self.args = model, tokenizer, objective, args
+        self.mask_id = mask_id
+        self.eos_id, self.pad_id = int(special_ids["eos"]), int(special_ids.get("pad", 0))
+        self.max_len = int(model.config.max_seq_len)
+        self._device = model_device(model)
+        self._warned_greedy = False
+
+    # ------------------------------------------------------------------ tokenization
+    def tok_encode(self, text: str) -> List[int]:
+        return self.tokenizer.encode(text, add_special_tokens=False).ids
+
+    def tok_decode(self, ids: Sequence[int]) -> str:
+        return self.tokenizer.decode(list(ids), skip_special_tokens=True)
+
+    def encode_pair(self, context: str, continuation: str) -> Tuple[List[int], List[int]]:
+        """Context ids (EOS first, as every training document is preceded) and continuation ids."""
+        context_ids, continuation_ids = split_pair(self.tok_encode, context, continuation)
+        return [self.eos_id] + context_ids, continuation_ids
+
+    # ------------------------------------------------------------------ randomness
+    def _generator(self, task: Optional[str]) -> torch.Generator:
+        """A fresh generator per task and request batch: ``seed + crc32(task)`` as ``studies.evaluate``."""
+        return torch.Generator().manual_seed(self.args.seed + zlib.crc32((task or "").encode()))
+
+    # ------------------------------------------------------------------ requests
+    @torch.no_grad()
+    def loglikelihood(self, requests, disable_tqdm: bool = False) -> List[Tuple[float, bool]]:
+        results: List[Tuple[float, bool]] = []
+        generators: Dict[Optional[str], torch.Generator] = {}
+        with eval_mode(self.model):
+            for task, chunk in _chunks_by_document(requests, self.args.batch_size):
+                generator = generators.setdefault(task, self._generator(task))
+                pairs = [self.encode_pair(*request.args) for request in chunk]
+                results += self._score_pairs(pairs, generator)
+        return results
+
+    def _score_pairs(self, pairs, generator, greedy: bool = True) -> List[Tuple[float, bool]]:
+        prompts, answers = [p for p, _ in pairs], [a for _, a in pairs]
+        batch = self.args.batch_size
+        if self.objective == "arm":
+            log_prob, greedy = arm_loglikelihood(self.model, prompts, answers, batch_size=batch, max_len=self.max_len,
+                                                 pad_id=self.pad_id)
+            return list(zip(log_prob.tolist(), greedy.tolist()))
+        nll = mdm_nll_bound(self.model, prompts, answers, mask_id=self.mask_id, mc_samples=self.args.mc_samples,
+                            cfg_scale=self.args.cfg_scale, batch_size=batch, generator=generator,
+                            estimator=self.args.estimator, max_len=self.max_len)
+        is_greedy = self._mdm_greedy(prompts, answers) if greedy else [False] * len(pairs)
+        return list(zip((-nll).tolist(), is_greedy))
+
+    def _mdm_greedy(self, prompts, answers) -> List[bool]:
+        """Whether LLaDA's sampler at temperature 0, low-confidence remasking, one token per step,
+        writes exactly each answer after its prompt; False for all without ``check_greedy``."""
+        if not self.args.check_greedy:
+            if not self._warned_greedy:
+                log.warning("arm_mdm: is_greedy is False for MDM requests; set check_greedy=True to decode each "
+                            "continuation with LLaDA's sampler (metrics such as lambada's acc read it)")
+                self._warned_greedy = True
+            return [False] * len(answers)
+        greedy = [False] * len(answers)
+        by_length = sorted(range(len(answers)), key=lambda i: len(answers[i]))
+        for length, group in groupby(by_length, key=lambda i: len(answers[i])):
+            group = list(group)
+            for start in range(0, len(group), self.args.batch_size):
+                rows = group[start:start + self.args.batch_size]
+                chunk = [_keep_last(prompts[i], self.max_len - length) for i in rows]
+                full = mdm_generate(self.model, chunk, gen_length=length, steps=length, block_length=length,
+                                    cfg_scale=self.args.cfg_scale, mask_id=self.mask_id, max_len=self.max_len)
+                for i, row, prompt in zip(rows, full, chunk):
+                    greedy[i] = row[len(prompt):] == answers[i]
+        return greedy
+
+    @torch.no_grad()
+    def loglikelihood_rolling(self, requests, disable_tqdm: bool = False) -> List[float]:
+        """Sum of the window scores of each document (see the module docstring)."""
+        results: List[float] = []
+        with eval_mode(self.model):
+            for task, group in groupby(requests, key=lambda r: r.task_name):
+                group = list(group)
+                windows, owners = [], []
+                for index, request in enumerate(group):
+                    (text,) = request.args
+                    tokens = self.tok_encode(text)
+                    for window in get_rolling_token_windows(tokens, self.eos_id, self.max_len - 1, 1):
+                        windows.append(make_disjoint_window(window))
+                        owners.append(index)
+                totals = [0.0] * len(group)
+                generator = self._generator(task)
+                for start in range(0, len(windows), self.args.batch_size):
+                    scores = self._score_pairs(windows[start:start + self.args.batch_size], generator, greedy=False)
+                    for owner, (score, _) in zip(owners[start:start + self.args.batch_size], scores):
+                        totals[owner] += score
+                results += totals
+        return results
+
+    @torch.no_grad()
+    def generate_until(self, requests, disable_tqdm: bool = False) -> List[str]:
+        outputs: List[Optional[str]] = [None] * len(requests)
+        order = list(range(len(requests)))
+        with eval_mode(self.model):
+            for task, in_task in groupby(order, key=lambda i: requests[i].task_name):
+                generator = self._generator(task)
+                groups: Dict[str, List[int]] = {}
+                for i in in_task:  # requests with equal generation settings, in their order
+                    groups.setdefault(repr(sorted(requests[i].args[1].items())), []).append(i)
+                for rows in groups.values():
+                    settings = self._generation_settings(requests[rows[0]].args[1])
+                    for start in range(0, len(rows), self.args.batch_size):
+                        chunk = rows[start:start + self.args.batch_size]
+                        texts = self._generate([requests[i].args[0] for i in chunk], generator, **settings)
+                        for i, text in zip(chunk, texts):
+                            outputs[i] = text
+        return outputs
+
+    def _generation_settings(self, gen_kwargs: Mapping[str, Any]) -> Dict[str, Any]:
+        unknown = sorted(set(gen_kwargs) - set(GEN_KWARGS))
+        if unknown:
+            raise ValueError(f"arm_mdm does not support generation_kwargs {unknown}; supported: {list(GEN_KWARGS)}")
+        until = gen_kwargs.get("until") or []
+        until = [until] if isinstance(until, str) else list(until)
+        do_sample = bool(gen_kwargs.get("do_sample", False))
+        temperature = float(gen_kwargs.get("temperature", 0.0) or 0.0) if do_sample else 0.0
+        max_new = int(gen_kwargs.get("max_gen_toks") or self.args.max_gen_toks)
+        return {"until": until, "max_new_tokens": max_new, "temperature": temperature,
+                "top_p": float(gen_kwargs.get("top_p", 1.0) or 1.0)}
+
+    def _generate(self, contexts: Sequence[str], generator, *, until: Sequence[str], max_new_tokens: int,
+                  temperature: float, top_p: float) -> List[str]:
+        length = max_new_tokens if self.objective == "arm" else (self.args.gen_length or max_new_tokens)
+        if length >= self.max_len:
+            raise ValueError(
+                f"generating {length} tokens leaves no room for a prompt in the model's context of {self.max_len} "
+                "tokens; lower max_gen_toks (--gen_kwargs max_gen_toks=N)" + ("" if self.objective == "arm" else
+                                                                                " or model_args gen_length")
+            )
+        prompts = [_keep_last([self.eos_id] + self.tok_encode(c), self.max_len - length) for c in contexts]
+        if self.objective == "arm":
+            produced = arm_generate(self.model, prompts, max_new_tokens=length, temperature=temperature, top_p=top_p,
+                                    stop_sequences=[self.tok_encode(s) for s in until], eos_id=self.eos_id,
+                                    generator=generator, max_len=self.max_len)
+        else:
+            full = mdm_generate(self.model, prompts, gen_length=length, steps=self.args.steps or length,
+                                block_length=self.args.block_length or length, temperature=temperature,
+                                cfg_scale=self.args.cfg_scale, remasking=self.args.remasking, mask_id=self.mask_id,
+                                generator=generator, max_len=self.max_len)
+            produced = [row[len(p):] for row, p in zip(full, prompts)]
+        return [cut_at_stop(self.tok_decode(cut_at_token(ids[:max_new_tokens], self.eos_id)), until) for ids in produced]
+
+
+# ----------------------------------------------------------------------------- helpers
+
+
+def _chunks_by_document(requests, batch_size: int):
+    """(task, requests) chunks of at most ``batch_size`` documents, in order; a request without a
+    document id counts as a document of its own."""
+    chunk, task, docs = [], None, set()
+    for number, request in enumerate(requests):
+        doc = (request.doc_id if request.doc_id is not None else ("request", number))
+        if chunk and (request.task_name != task or (doc not in docs and len(docs) == batch_size)):
+            yield task, chunk
+            chunk, docs = [], set()
+        chunk.append(request)
+        task = request.task_name
+        docs.add(doc)
+    if chunk:
+        yield task, chunk
+
+
+def _keep_last(ids: List[int], keep: int) -> List[int]:
+    return ids if len(ids) <= keep else ids[-keep:]
+
+
+def checkpoint_data_dir(checkpoint: Path) -> Path:
+    """The prepared data folder a checkpoint's run trained on, from the run's ``config.yaml``
+    (``out_dir/config.yaml`` beside ``out_dir/checkpoints/X.ckpt``)."""
+    from studies.data.prepare import dataset_dir
+    from studies.run import load_run_config
+
+    config = next((folder / "config.yaml" for folder in (checkpoint.parent, checkpoint.parent.parent)
+                   if (folder / "config.yaml").is_file()), None)
+    if config is None:
+        raise ModelArgsError(f"no config.yaml next to {checkpoint} names its prepared data folder; pass "
+                             "tokenizer=PREPARED_DATA_DIR in model_args")
+    data_dir = dataset_dir(load_run_config(config).data)
+    if not (data_dir / "metadata.json").is_file():
+        raise ModelArgsError(f"the run's prepared data folder {data_dir} (from {config}) does not exist here; run from "
+                             "the directory the run was launched in, or pass tokenizer=PREPARED_DATA_DIR in model_args")
+    return data_dir
+
+
+def load_checkpoint(args: ModelArgs):
+    """(LanguageModel on ``args.device`` in eval mode, tokenizer, special ids) for ``args.checkpoint``."""
+    if args.checkpoint is None:
+        raise ModelArgsError("--model arm_mdm needs model_args checkpoint=PATH (a run's .ckpt file, e.g. "
+                             "RUN/checkpoints/final.ckpt)")
+    checkpoint = Path(args.checkpoint)
+    if checkpoint.is_dir():
+        from studies.consolidate import sharded_checkpoint_error
+
+        raise ModelArgsError(sharded_checkpoint_error(checkpoint))
+    if not checkpoint.is_file():
+        raise ModelArgsError(f"checkpoint {checkpoint} does not exist; pass model_args checkpoint=PATH of a run's "
+                             ".ckpt file")
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        raise ModelArgsError(f"device {args.device} was asked for but CUDA is not available; pass --device cpu")
+    data_dir = Path(args.tokenizer) if args.tokenizer else checkpoint_data_dir(checkpoint)
+    if data_dir.is_file():  # a tokenizer.json inside a prepared folder
+        data_dir = data_dir.parent
+    if not (data_dir / "tokenizer.json").is_file() or not (data_dir / "metadata.json").is_file():
+        raise ModelArgsError(f"tokenizer={data_dir} is not a prepared data folder (it needs tokenizer.json and "
+                             "metadata.json); pass the folder `python -m studies.data prepare` wrote")
+
+    from tokenizers import Tokenizer
+
+    from models.lightning import LanguageModel
+    from studies.data.prepare import load_metadata
+
+    module = LanguageModel.load_from_checkpoint(str(checkpoint), map_location=args.device, weights_only=False)
+    module.eval()
+    tokenizer = Tokenizer.from_file(str(data_dir / "tokenizer.json"))
+    return module, tokenizer, load_metadata(data_dir)["special_ids"]
+
+
+__all__ = ["ArmMdmLM", "ModelArgs", "ModelArgsError", "cut_at_stop", "checkpoint_data_dir", "load_checkpoint"]
