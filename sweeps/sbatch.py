@@ -167,7 +167,8 @@ def emit_preparation(steps: Sequence, profile: ClusterProfile, grid: str, out_di
              "set -euo pipefail", 'cd "$(dirname "$0")"', "after=''"]
     for script in scripts:
         lines.append(f'after="$after:$(sbatch --parsable {shlex.quote(script.name)} | cut -d";" -f1)"')
-    lines += ['echo "preparation job(s): ${after#:}"', f'sbatch --dependency="afterok$after" {ARRAY_SCRIPT}']
+    lines += ['echo "preparation job(s): ${after#:}"',
+              f'sbatch --dependency="afterok$after" --kill-on-invalid-dep=yes {ARRAY_SCRIPT}']
     submit = out / SUBMIT_SCRIPT
     submit.write_text("\n".join(lines) + "\n")
     submit.chmod(0o755)

@@ -125,6 +125,9 @@ def submit_slurm(runs: Sequence, log: SweepLog, profile: ClusterProfile, grid: s
     if wait_for:
         extra = dict(parameters.get("slurm_additional_parameters", {}))
         extra["dependency"] = "afterok:" + ":".join(wait_for)
+        # a failed preparation cancels the jobs that wait for it instead of leaving them pending forever
+        # (DependencyNeverSatisfied); sweeps/status.py then shows them failed, for --retry-failed
+        extra["kill_on_invalid_dep"] = "yes"
         parameters["slurm_additional_parameters"] = extra
     executor.update_parameters(**parameters)
     configs = [run.write_config() for run in runs]

@@ -87,3 +87,30 @@ def test_a_hub_corpus_is_prepared_by_one_job_that_the_training_job_waits_for(slu
         slurm_cluster.cancel(job)
     assert len(_finished(tmp_path / "runs" / "other")) == 1
     assert sorted(p.name for p in (tmp_path / "runs" / "data").iterdir()) == [dataset]  # prepared once
+
+
+def test_a_failed_preparation_cancels_the_runs_that_wait_for_it(slurm_cluster, tmp_path):
+    corpus = tmp_path / "corpus"
+    write_hub_corpus(corpus, files=2, documents_per_file=20)
+    import pyarrow.parquet as pq
+
+    for file in (corpus / "data").glob("*.parquet"):  # the documents under another column than data.text_field
+        pq.write_table(pq.read_table(file).rename_columns(["content", "id", "url", "score"]), file)
+    launch = _launch("smoke", "--cluster", "slurm", *_tiny(corpus), cwd=tmp_path)
+    assert launch.returncode == 0, launch.stdout[-3000:] + launch.stderr[-3000:]
+    prep = re.search(r"submitted the preparation of \S+ .* as SLURM job (\d+)", launch.stdout).group(1)
+    train = re.search(r"as SLURM job (\d+), after preparation job", launch.stdout).group(1)
+    try:  # the preparation fails, and SLURM cancels the run instead of holding it pending forever
+        wait_for(lambda: queue_empty(train) and queue_empty(prep), JOB_TIMEOUT_S,
+                 "the failed preparation and the run waiting for it leaving the queue", slurm_cluster, every=2)
+    finally:
+        slurm_cluster.cancel(train)
+        slurm_cluster.cancel(prep)
+    status = subprocess.run([sys.executable, str(REPO_ROOT / "sweeps" / "status.py"), "--grid", "smoke",
+                             *_tiny(corpus), "--format", "json"], cwd=tmp_path, capture_output=True, text=True,
+                            timeout=120)
+    [row] = json.loads(status.stdout)
+    assert row["state"] == "failed", row
+    assert not list((tmp_path / "runs" / "data").glob("hub-*/metadata.json"))
+    logs = "".join(p.read_text() for p in (tmp_path / "runs" / "smoke" / "sweep" / "submitit").glob(f"{prep}/*.err"))
+    assert "no text field 'text'" in logs, logs[-2000:]

@@ -147,7 +147,7 @@ def test_emit_sbatch_writes_the_preparation_job_and_a_submit_script_that_chains_
     [data] = list((batch / "data").glob("hub-*.yaml"))
     assert OmegaConf.load(data).name == str(corpus)
     submit = (batch / "submit.sh").read_text()
-    assert f"sbatch --parsable {prepare.name}" in submit and 'sbatch --dependency="afterok$after" array.sbatch' in submit
+    assert f"sbatch --parsable {prepare.name}" in submit and 'sbatch --dependency="afterok$after" --kill-on-invalid-dep=yes array.sbatch' in submit
     assert subprocess.run(["bash", "-n", str(batch / "submit.sh")]).returncode == 0
     assert f"bash {batch / 'submit.sh'}" in out.stdout
     assert not (tmp_path / "runs" / "data").exists()  # emitting prepares nothing
