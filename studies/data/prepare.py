@@ -345,7 +345,7 @@ def _run_parts(cfg: DataConfig, jobs, records: Dict[str, Dict], workers: int, pr
         return job.part.split != "train" or last is None or job.part.index <= last
 
     pending = [j for j in jobs if j.part.name not in records]
-    if workers == 1:
+    if workers == 1 or len(pending) <= 1:  # one part: a worker process would only add its start-up
         for job in pending:
             if not wanted(job):
                 continue
