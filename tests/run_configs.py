@@ -59,3 +59,23 @@ def train_losses(out_dir) -> dict[int, float]:
                 if row.get("train/loss"):
                     losses[int(row["step"])] = float(row["train/loss"])
     return losses
+
+
+def train_tiny_checkpoints(root, data, max_seq_len: int = 64, suffix: str = "") -> dict:
+    """{objective: final.ckpt} of tiny ARM and MDM runs trained for thirty steps on ``data``."""
+    from models.config import preset
+    from studies.config import BudgetConfig, EvalConfig, RunConfig, TrackingConfig, TrainerConfig
+    from studies.run import run
+
+    checkpoints = {}
+    for objective in ("arm", "mdm"):
+        cfg = RunConfig(
+            name=f"{objective}-tiny{suffix}", objective=objective, out_dir=str(root / objective),
+            model=preset("tiny", causal=objective == "arm", max_seq_len=max_seq_len), data=data,
+            trainer=TrainerConfig(seq_len=32, global_batch_size=4, micro_batch_size=4, precision="32-true",
+                                  accelerator="cpu", num_workers=0, val_batches=1, progress_bar=False,
+                                  log_every_n_steps=1),
+            budget=BudgetConfig(steps=30), eval=EvalConfig(suite="none"), tracking=TrackingConfig(enabled=False),
+        )
+        checkpoints[objective] = run(cfg)["checkpoint"]
+    return checkpoints

@@ -31,20 +31,6 @@ def world_config():
 def trained_checkpoints(toy_data, world_config, tmp_path_factory):
     """{objective: final.ckpt} of tiny ARM and MDM runs trained for thirty steps by ``studies.run`` on
     the small toy world (each run folder's config.yaml names the prepared data folder)."""
-    from models.config import preset
-    from studies.config import BudgetConfig, EvalConfig, RunConfig, TrackingConfig, TrainerConfig
-    from studies.run import run
+    from run_configs import train_tiny_checkpoints
 
-    root = tmp_path_factory.mktemp("trained")
-    checkpoints = {}
-    for objective in ("arm", "mdm"):
-        cfg = RunConfig(
-            name=f"{objective}-tiny", objective=objective, out_dir=str(root / objective),
-            model=preset("tiny", causal=objective == "arm", max_seq_len=64), data=world_config(toy_data[0].parent),
-            trainer=TrainerConfig(seq_len=32, global_batch_size=4, micro_batch_size=4, precision="32-true",
-                                  accelerator="cpu", num_workers=0, val_batches=1, progress_bar=False,
-                                  log_every_n_steps=1),
-            budget=BudgetConfig(steps=30), eval=EvalConfig(suite="none"), tracking=TrackingConfig(enabled=False),
-        )
-        checkpoints[objective] = run(cfg)["checkpoint"]
-    return checkpoints
+    return train_tiny_checkpoints(tmp_path_factory.mktemp("trained"), world_config(toy_data[0].parent))

@@ -18,6 +18,7 @@ import pytest
 
 from studies.tasks import sandbox
 from studies.tasks.sandbox import IsolationReport, isolation_report, run_sandboxed
+from processes import processes_with
 
 REPORT = isolation_report()
 
@@ -28,18 +29,6 @@ def _needs(*layers: str):
     return pytest.mark.skipif(bool(missing), reason=reason)
 
 
-def _processes_with(token: str) -> list[int]:
-    found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/cmdline", "rb") as handle:
-                if token.encode() in handle.read():
-                    found.append(int(entry))
-        except OSError:
-            continue
-    return found
 
 
 def test_report_names_every_missing_layer():
@@ -131,7 +120,7 @@ def test_fork_storm_is_contained_and_leaves_nothing_behind():
     seen = False
     latencies = []
     while runner.is_alive():
-        seen = seen or bool(_processes_with(token))
+        seen = seen or bool(processes_with(token))
         start = time.monotonic()
         subprocess.run(["true"], check=True)
         latencies.append(time.monotonic() - start)
@@ -142,9 +131,9 @@ def test_fork_storm_is_contained_and_leaves_nothing_behind():
     assert result.status in ("timeout", "failed")
     assert max(latencies) < 3.0, f"evaluator starved: spawning `true` took {max(latencies):.1f}s"
     deadline = time.monotonic() + 3
-    while _processes_with(token) and time.monotonic() < deadline:
+    while processes_with(token) and time.monotonic() < deadline:
         time.sleep(0.1)
-    assert _processes_with(token) == []
+    assert processes_with(token) == []
 
 
 @pytest.mark.parametrize("where", ["world_writable_dir", "evaluator_private_dir"])
