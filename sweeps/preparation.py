@@ -141,15 +141,17 @@ def refresh(step: PreparationStep, jobs: Optional[dict] = None) -> None:
     if is_prepared(step.data):
         step.state = READY
         step.prepared_tokens = int(load_metadata(step.folder)["tokens"])
-    elif preparation_running(step.data):
-        step.state, step.detail = RUNNING, "a process on this machine is preparing it"
-    elif recorded_job(step) or (jobs or {}).get(step.folder.name):
+        return
+    job = recorded_job(step) or (jobs or {}).get(step.folder.name)
+    if job is not None:  # first: the job's own process may hold the lock, on this machine or a node
         from sweeps.state import squeue_states
 
-        job = recorded_job(step) or jobs[step.folder.name]
         queued = (squeue_states([job]) or {}).get(job)
         if queued is not None:
             step.state, step.job_id, step.detail = RUNNING, job, f"SLURM job {job} ({queued.lower()})"
+            return
+    if preparation_running(step.data):
+        step.state, step.detail = RUNNING, "a process on this machine is preparing it"
 
 
 def job_record(step: PreparationStep) -> Path:
