@@ -41,6 +41,16 @@ def resolve_cluster(choice: str, slurm_profile: bool = True) -> str:
     return choice
 
 
+def _job_environment(profile: ClusterProfile, partition: str | None) -> dict:
+    """What every job of a launch shares: it runs from the submission directory with the repository
+    importable and the profile's setup lines, on ``partition`` under the profile's account and qos."""
+    params = dict(slurm_setup=[f"cd {os.getcwd()}", f"export PYTHONPATH={REPO_ROOT}${{PYTHONPATH:+:$PYTHONPATH}}",
+                               *profile.setup])
+    optional = {"slurm_partition": partition, "slurm_account": profile.account, "slurm_qos": profile.qos}
+    params.update({k: v for k, v in optional.items() if v})
+    return params
+
+
 def slurm_parameters(profile: ClusterProfile, trainer: dict, job_name: str) -> dict:
     """submitit ``update_parameters`` keywords for one run: resources from the profile, one task per
     device; the job runs from the submission directory with the repository importable."""
@@ -54,17 +64,12 @@ def slurm_parameters(profile: ClusterProfile, trainer: dict, job_name: str) -> d
         mem_gb=profile.mem_gb,
         slurm_signal_delay_s=profile.signal_delay_s,
         slurm_array_parallelism=profile.array_parallelism,
-        slurm_setup=[
-            f"cd {os.getcwd()}",
-            f"export PYTHONPATH={REPO_ROOT}${{PYTHONPATH:+:$PYTHONPATH}}",
-            *profile.setup,
-        ],
+        **_job_environment(profile, profile.partition),
     )
     if profile.gpus_per_node:
         params["gpus_per_node"] = profile.gpus_per_node
-    optional = {"slurm_partition": profile.partition, "slurm_account": profile.account,
-                "slurm_qos": profile.qos, "slurm_constraint": profile.constraint}
-    params.update({k: v for k, v in optional.items() if v})
+    if profile.constraint:
+        params["slurm_constraint"] = profile.constraint
     if profile.additional_parameters:
         params["slurm_additional_parameters"] = dict(profile.additional_parameters)
     return params
@@ -89,14 +94,9 @@ def submit_preparation(step, profile: ClusterProfile, log: SweepLog, grid: str, 
     config = write_data_config(step, Path(log.sweep_dir) / "prepare")
     executor = submitit.AutoExecutor(folder=Path(log.sweep_dir) / "submitit" / "%j", cluster="slurm",
                                      slurm_max_num_timeout=prep.max_num_timeout)
-    params = dict(name=f"{grid}-prepare", timeout_min=prep.time_min, nodes=1, tasks_per_node=1,
-                  cpus_per_task=prep.cpus, mem_gb=prep.mem_gb,
-                  slurm_setup=[f"cd {os.getcwd()}", f"export PYTHONPATH={REPO_ROOT}${{PYTHONPATH:+:$PYTHONPATH}}",
-                               *profile.setup])
-    optional = {"slurm_partition": prep.partition or profile.partition, "slurm_account": profile.account,
-                "slurm_qos": profile.qos}
-    params.update({k: v for k, v in optional.items() if v})
-    executor.update_parameters(**params)
+    executor.update_parameters(name=f"{grid}-prepare", timeout_min=prep.time_min, nodes=1, tasks_per_node=1,
+                               cpus_per_task=prep.cpus, mem_gb=prep.mem_gb,
+                               **_job_environment(profile, prep.partition or profile.partition))
     try:
         job = executor.submit(PrepareJob(str(config), prep.cpus))
     except Exception as exc:  # noqa: BLE001 - sbatch's own message
