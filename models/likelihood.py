@@ -285,7 +285,7 @@ def mdm_nll_bound(
     mc_samples: int = 128,
     cfg_scale: float = 0.0,
     batch_size: int = 32,
-    generator: torch.Generator | None = None,
+    generator: torch.Generator | Sequence[torch.Generator] | None = None,
     estimator: str = "stratified",
     max_len: int | None = None,
 ) -> torch.Tensor:
@@ -295,14 +295,18 @@ def mdm_nll_bound(
     pass replaces the prompt by ``mask_id``); a single-token answer uses one pass and is exact.
     ``estimator``: ``"stratified"`` (default; unbiased, lower variance, see ``mask_plan``) or
     ``"plain"`` (eq. 6 exactly as LLaDA samples it). ``generator``: a CPU torch.Generator for
-    reproducible masks. ``batch_size`` counts model rows per forward call.
+    reproducible masks, drawn pair after pair, or one generator per pair, so that a pair's masks do
+    not depend on which pairs share its batch. ``batch_size`` counts model rows per forward call.
     Returns a 0-d tensor for one pair, [N] for a batch (float64, CPU).
     """
     if estimator not in ESTIMATORS:
         raise ValueError(f"unknown estimator {estimator!r}; choose one of {ESTIMATORS}")
     prompts, answers, single = as_batch(prompt, answer)
+    generators = generator if isinstance(generator, (list, tuple)) else [generator] * len(answers)
+    if len(generators) != len(answers):
+        raise ValueError(f"{len(generators)} generators for {len(answers)} pairs; give one per pair or a single one")
     plans = [
-        mask_plan(len(a), 1 if len(a) == 1 else mc_samples, estimator, generator) for a in answers
+        mask_plan(len(a), 1 if len(a) == 1 else mc_samples, estimator, g) for a, g in zip(answers, generators)
     ]
     scores = _score_plans(model, prompts, answers, plans, mask_id, cfg_scale, batch_size, max_len)
     return scores[0] if single else scores

@@ -204,3 +204,22 @@ def test_mdm_bound_rejects_bad_input(mdm):
         mdm_nll_bound(mdm, [1], [2, 3], mask_id=MASK_ID, estimator="antithetic")
     with pytest.raises(ValueError, match="2 prompt"):
         mdm_nll_bound(mdm, [[1], [2]], [[3]], mask_id=MASK_ID)
+
+
+def test_one_generator_per_pair_makes_a_pairs_estimate_independent_of_its_batch(mdm):
+    """With a generator per pair, a pair's masks (and so its estimate) are the same alone or beside
+    others; one shared generator draws them pair after pair, so a neighbour changes them."""
+    prompts, answers = [[1, 2], [3, 4, 5]], [[6, 7, 8], [9, 10, 11]]
+
+    def seeded(n):
+        return [torch.Generator().manual_seed(100 + k) for k in range(n)]
+
+    together = mdm_nll_bound(mdm, prompts, answers, mask_id=MASK_ID, mc_samples=4, generator=seeded(2))
+    alone = mdm_nll_bound(mdm, prompts[1], answers[1], mask_id=MASK_ID, mc_samples=4,
+                          generator=[torch.Generator().manual_seed(101)])
+    assert together[1].item() == pytest.approx(alone.item(), abs=1e-5)
+    shared = mdm_nll_bound(mdm, prompts, answers, mask_id=MASK_ID, mc_samples=4,
+                           generator=torch.Generator().manual_seed(101))
+    assert shared[1].item() != pytest.approx(alone.item(), abs=1e-5)
+    with pytest.raises(ValueError, match="3 generators for 2 pairs"):
+        mdm_nll_bound(mdm, prompts, answers, mask_id=MASK_ID, generator=seeded(3))
