@@ -385,7 +385,7 @@ def compare(grid: str, *, tracking_uri: str | None = None, runs_dir: str | Path 
     for task in tasks:
         if task not in chance:
             chance[task] = 0.0
-            notes.add("not in studies.tasks.registry, so its chance level is taken as 0", "unknown tasks", task)
+            notes.add("not in studies.tasks.suite, so its chance level is taken as 0", "unknown tasks", task)
 
     table = score_table(scores)
     result.files += _write_table(table, result.out_dir, "scores", _score_markdown(table))

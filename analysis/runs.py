@@ -112,19 +112,19 @@ def _masked(uri: str) -> str:
 
 
 def chance_levels(tasks) -> dict[str, float]:
-    """Chance accuracy of each task from the task registry (``studies.tasks.registry``).
+    """Chance accuracy of each task from the suite definitions (``studies.tasks.suite``).
 
-    Tasks the registry does not know are left out, so a caller can say which ones lack a level.
+    Tasks the suites do not know are left out, so a caller can say which ones lack a level.
     """
-    from studies.tasks.registry import TASKS
+    from studies.tasks.suite import TASKS
 
     return {t: float(TASKS[t].chance) for t in tasks if t in TASKS}
 
 
 def primary_metric(task: str, available=()) -> str | None:
-    """The metric a task is reported by: the registry's first (acc, exact_match, pass@1), else the
-    first of ``available``, else None."""
-    from studies.tasks.registry import TASKS
+    """The metric a task is reported by: its suite definition's first (acc, exact_match, pass@1), else
+    the first of ``available``, else None."""
+    from studies.tasks.suite import TASKS
 
     available = list(available)
     if task in TASKS:

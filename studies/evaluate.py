@@ -1,4 +1,4 @@
-"""Evaluate a model on a suite of downstream tasks; the command line scores a finished checkpoint.
+"""Score a finished checkpoint on a downstream suite, as the training callback scores a run.
 
     python -m studies.evaluate --checkpoint runs/GRID/KEY/checkpoints/final.ckpt --suite toyworld \\
         [--limit N] [--out results.json] [--data-dir PREPARED_DATA] [--mc-samples 128] [--cfg-scale 0]
@@ -6,11 +6,9 @@
 The run folder's ``config.yaml`` (two levels above the checkpoint) names the prepared data folder,
 which holds the tokenizer, the special-token ids and the toy-world task files; ``--data-dir`` gives
 it explicitly. The evaluation settings (Monte Carlo samples, CFG scale, ``eval.settings``) come from
-the run config unless overridden. Prints a table and writes JSON.
-
-``evaluate_suite`` is what the training callback (``studies.tasks.callback``) calls too. Under
-torch.distributed every rank scores a disjoint shard of each task's items and the torchmetrics
-aggregates reduce over ranks, so every rank returns the same numbers.
+the run config unless overridden. Scoring is ``studies.tasks.suite.evaluate_suite`` (lm-eval with
+the checkpoint as ``arm_mdm``); prints a table and writes JSON. For lm-eval's own command line
+(any task, ``--log_samples``, ``--output_path``) use ``arm-mdm-eval``.
 """
 
 from __future__ import annotations
@@ -18,88 +16,10 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
-import zlib
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional
 
 from studies.validation import first_line
-
-
-def _distributed() -> tuple[int, int]:
-    import torch.distributed as dist
-
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
-
-
-def _metric_device():
-    """CUDA when the process group reduces over NCCL (it cannot reduce CPU tensors), else CPU."""
-    import torch
-    import torch.distributed as dist
-
-    if dist.is_available() and dist.is_initialized() and dist.get_backend() == "nccl":
-        return torch.device("cuda", torch.cuda.current_device())
-    return torch.device("cpu")
-
-
-def evaluate_suite(adapter, suite: str, *, limit: Optional[int] = None, tasks_dir=None,
-                   task_files: Optional[Mapping[str, str]] = None, settings=None,
-                   keep_records: bool = False, log=None) -> Dict[str, Dict[str, Any]]:
-    """Score ``adapter`` on every task of ``suite`` (a suite name or "task1,task2").
-
-    Returns {task: {"kind", "metrics": {name: value}, "n": items scored, "chance", "source",
-    "seconds"[, "records"]}}. ``limit`` caps the items per task (the first ``limit`` of each file).
-    ``settings``: an ``EvalSettings`` (default: the adapter's). ``chance`` is the expected score of
-    uniform guessing on the items actually scored (mean of 1/len(choices); 0 for generation).
-    """
-    from studies.tasks.registry import load_task, suite_tasks, task_source
-    from studies.tasks.scoring import TaskMetrics, score_code, score_generation, score_multiple_choice
-
-    settings = settings or getattr(adapter, "settings", None)
-    if settings is None:
-        from studies.tasks.adapter import EvalSettings
-
-        settings = EvalSettings()
-    files = dict(settings.task_files)
-    files.update(task_files or {})
-    if limit is not None and limit < 1:
-        raise ValueError(f"limit must be a positive number of items per task (or None for all), got {limit}")
-    rank, world = _distributed()
-    results: Dict[str, Dict[str, Any]] = {}
-    for spec in suite_tasks(suite):
-        started = time.time()
-        items = load_task(spec, tasks_dir=tasks_dir, task_files=files, limit=limit)
-        shard = items[rank::world]
-        if hasattr(adapter, "reseed"):  # the same masks and samples whatever ran before
-            adapter.reseed(settings.seed + zlib.crc32(spec.name.encode()))
-        names = [f"pass@{k}" for k in settings.pass_k] if spec.kind == "code" else spec.metrics
-        metrics = TaskMetrics(names, device=_metric_device())
-        max_new = settings.generation.max_new_tokens or spec.max_new_tokens
-        if spec.kind == "multiple_choice":
-            records = score_multiple_choice(adapter, shard, metrics, chunk=max(1, settings.batch_size))
-            chance = sum(1.0 / len(item.choices) for item in items) / len(items)
-        elif spec.kind == "generation":
-            records = score_generation(adapter, shard, metrics, max_new_tokens=max_new, stop=spec.stop,
-                                       chunk=max(1, settings.batch_size))
-            chance = spec.chance
-        else:
-            records = score_code(adapter, shard, metrics, max_new_tokens=max_new, stop=spec.stop,
-                                 num_samples=settings.num_samples, pass_k=settings.pass_k,
-                                 temperature=settings.generation.temperature, timeout=settings.timeout)
-            chance = spec.chance
-        values, n = metrics.compute()
-        results[spec.name] = {
-            "kind": spec.kind, "metrics": values, "n": n, "chance": chance,
-            "source": task_source(spec, tasks_dir=tasks_dir, task_files=files),
-            "seconds": time.time() - started,
-        }
-        if keep_records:
-            results[spec.name]["records"] = records
-        if log is not None:
-            log(f"[eval] {spec.name}: " + ", ".join(f"{k}={v:.4f}" for k, v in values.items()) + f" (n={n})")
-    return results
 
 
 def format_table(results: Mapping[str, Mapping[str, Any]]) -> str:
@@ -138,12 +58,11 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--limit", type=int, default=None, help="items per task (default: the run's eval.limit)")
     parser.add_argument("--out", default=None, help="write the results as JSON here")
     parser.add_argument("--data-dir", default=None, help="prepared data folder (tokenizer.json, metadata.json, tasks/)")
-    parser.add_argument("--tasks-dir", default=None, help="folder of NAME.jsonl task files (default: DATA_DIR/tasks)")
     parser.add_argument("--mc-samples", type=int, default=None, help="Monte Carlo samples of the MDM bound")
     parser.add_argument("--cfg-scale", type=float, default=None, help="unsupervised CFG scale (MDM)")
     parser.add_argument("--settings", default=None, help="JSON object replacing eval.settings")
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--records", action="store_true", help="keep per-item records in the JSON")
+    parser.add_argument("--records", action="store_true", help="keep lm-eval's per-document samples in the JSON")
     return parser
 
 
@@ -184,8 +103,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         checkpoint, run_cfg, data_dir = resolve_checkpoint(args.checkpoint, args.data_dir)
         eval_cfg = run_cfg.eval if run_cfg is not None else None
 
-        from studies.tasks.adapter import EvalSettings, load_checkpoint_adapter
-        from studies.tasks.registry import suite_tasks
+        from studies.tasks.suite import EvalSettings, suite_tasks
 
         settings = EvalSettings.parse(json.loads(args.settings) if args.settings else (eval_cfg.settings if eval_cfg else None))
         suite = args.suite or (eval_cfg.suite if eval_cfg else None)
@@ -205,13 +123,15 @@ def main(argv: Optional[List[str]] = None) -> int:
     except ValueError as error:  # bad flags or settings, found before the checkpoint is loaded
         print(f"error: {first_line(error)}", file=sys.stderr)
         return 2
-    adapter = load_checkpoint_adapter(checkpoint, data_dir, mc_samples=mc_samples, cfg_scale=cfg_scale,
-                                      settings=settings, device=args.device)
-    tasks_dir = Path(args.tasks_dir) if args.tasks_dir else data_dir / "tasks"
-    results = evaluate_suite(adapter, suite, limit=limit, tasks_dir=tasks_dir, settings=settings,
-                             keep_records=args.records)
+    from studies.tasks.lm_eval_model import ArmMdmLM
+    from studies.tasks.suite import evaluate_suite
+
+    lm = ArmMdmLM(checkpoint=str(checkpoint), tokenizer=str(data_dir), device=args.device, mc_samples=mc_samples,
+                  cfg_scale=cfg_scale, **settings.model_args())
+    results = evaluate_suite(lm, suite, limit=limit, data_dir=data_dir, settings=settings, keep_records=args.records,
+                             log=lambda line: print(line, flush=True))
     print(format_table(results), flush=True)
-    report = {"checkpoint": str(checkpoint), "suite": suite, "objective": adapter.objective, "limit": limit,
+    report = {"checkpoint": str(checkpoint), "suite": suite, "objective": lm.objective, "limit": limit,
               "mc_samples": mc_samples, "cfg_scale": cfg_scale, "tasks": results}
     if args.out:
         out = Path(args.out)

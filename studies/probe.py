@@ -157,45 +157,71 @@ def build_items(world, per_probe: Optional[int] = None) -> Dict[str, List[Item]]
     return items
 
 
+@dataclass
+class ProbeModel:
+    """What the probes read of a trained model: its backbone, objective, tokenizer and special ids.
+    Every text starts with EOS, the token that precedes each document in training."""
+
+    model: object
+    tokenizer: object
+    objective: str
+    eos_id: int
+    mask_id: Optional[int]
+    pad_id: int = 0
+
+    @property
+    def max_len(self) -> Optional[int]:
+        config = getattr(self.model, "config", None)
+        return getattr(config, "max_seq_len", None)
+
+    @classmethod
+    def from_checkpoint(cls, checkpoint, data_dir, device: str = "cpu") -> "ProbeModel":
+        from studies.tasks.lm_eval_model import ModelArgs, load_checkpoint
+
+        module, tokenizer, ids = load_checkpoint(ModelArgs(checkpoint=str(checkpoint), tokenizer=str(data_dir),
+                                                           device=device))
+        return cls(module.model, tokenizer, module.objective, int(ids["eos"]), module.mask_id, int(ids.get("pad", 0)))
+
+
 def _token_positions(offsets: Sequence[Tuple[int, int]], span: Tuple[int, int]) -> List[int]:
     """Indices of the tokens whose characters overlap ``span`` (a leading space belongs to its word)."""
     start, end = span
     return [i for i, (a, b) in enumerate(offsets) if a < end and b > start and b > a]
 
 
-def score_item(adapter, item: Item) -> Optional[List[float]]:
+def score_item(scorer, item: Item) -> Optional[List[float]]:
     """log-score of each choice in place (see the module docstring), or None where undefined."""
     import torch
 
     from models.likelihood import arm_nll, model_device, run_padded
 
-    if adapter.objective == "arm" and any(item.hidden):
+    if scorer.objective == "arm" and any(item.hidden):
         return None
     rows, targets = [], []
     for text, span, hidden in zip(item.texts, item.spans, item.hidden):
-        encoding = adapter.tokenizer.encode(text, add_special_tokens=False)
-        ids, offsets = [adapter.document_start_id] + list(encoding.ids), [(0, 0)] + list(encoding.offsets)
+        encoding = scorer.tokenizer.encode(text, add_special_tokens=False)
+        ids, offsets = [scorer.eos_id] + list(encoding.ids), [(0, 0)] + list(encoding.offsets)
         target = _token_positions(offsets, span)
         if not target or target != list(range(target[0], target[-1] + 1)):
             raise ValueError(f"choice span {span} of {text!r} is not a contiguous run of tokens")
-        if adapter.objective == "arm":
+        if scorer.objective == "arm":
             rows.append((ids[: target[0]], ids[target[0]: target[-1] + 1]))
             continue
         positions = target + [p for h in hidden for p in _token_positions(offsets, h)]
-        if adapter.max_len and len(ids) > adapter.max_len:  # the text after the facts is cut to fit
-            if max(positions) >= adapter.max_len:
-                raise ValueError(f"the probed facts of {text!r} lie beyond the model's {adapter.max_len} positions")
-            ids = ids[: adapter.max_len]
+        if scorer.max_len and len(ids) > scorer.max_len:  # the text after the facts is cut to fit
+            if max(positions) >= scorer.max_len:
+                raise ValueError(f"the probed facts of {text!r} lie beyond the model's {scorer.max_len} positions")
+            ids = ids[: scorer.max_len]
         masked = list(ids)
         for position in positions:
-            masked[position] = adapter.mask_id
+            masked[position] = scorer.mask_id
         rows.append(masked)
         targets.append([(p, ids[p]) for p in target])
     with torch.no_grad():
-        if adapter.objective == "arm":
-            nll = arm_nll(adapter.model, [p for p, _ in rows], [a for _, a in rows], pad_id=adapter.pad_id)
+        if scorer.objective == "arm":
+            nll = arm_nll(scorer.model, [p for p, _ in rows], [a for _, a in rows], pad_id=scorer.pad_id)
             return (-nll).tolist()
-        log_probs = run_padded(adapter.model, rows, model_device(adapter.model), adapter.pad_id).log_softmax(-1)
+        log_probs = run_padded(scorer.model, rows, model_device(scorer.model), scorer.pad_id).log_softmax(-1)
     return [float(sum(log_probs[k, p, token] for p, token in picks)) for k, picks in enumerate(targets)]
 
 
@@ -207,16 +233,16 @@ def relative_rank(scores: Sequence[float], answer: int) -> float:
     return (above + tied / 2) / (len(scores) - 1)
 
 
-def run_probes(adapter, world, per_probe: Optional[int] = None) -> Dict[str, dict]:
+def run_probes(scorer, world, per_probe: Optional[int] = None) -> Dict[str, dict]:
     """{probe: {"acc", "chance", "rank", "n"}}: the fraction of items whose correct choice scores highest
     (ties lose), the mean of 1/choices, the mean ``relative_rank``; acc and rank are None where a probe
     is undefined for the model."""
-    from studies.tasks.adapter import eval_mode
+    from studies.tasks.lm_eval_model import eval_mode
 
     results = {}
-    with eval_mode(adapter.model):
+    with eval_mode(scorer.model):
         for probe, items in build_items(world, per_probe).items():
-            scores = [score_item(adapter, item) for item in items]
+            scores = [score_item(scorer, item) for item in items]
             entry = {"acc": None, "chance": None, "rank": None, "n": len(items)}
             if items:
                 entry["chance"] = sum(1 / len(item.texts) for item in items) / len(items)
@@ -278,15 +304,13 @@ def main(argv: Optional[List[str]] = None) -> int:
                          "as --data-dir")
     world = load_world(data_dir)
 
-    from studies.tasks.adapter import load_checkpoint_adapter
-
-    adapter = load_checkpoint_adapter(checkpoint, data_dir, device=args.device)
-    results = run_probes(adapter, world, args.limit)
+    scorer = ProbeModel.from_checkpoint(checkpoint, data_dir, device=args.device)
+    results = run_probes(scorer, world, args.limit)
     print(format_table(results), flush=True)
     if args.out:
         out = Path(args.out)
         out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps({"checkpoint": str(checkpoint), "objective": adapter.objective,
+        out.write_text(json.dumps({"checkpoint": str(checkpoint), "objective": scorer.objective,
                                    "probes": results}, indent=2))
         print(f"wrote {out}", flush=True)
     return 0

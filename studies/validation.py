@@ -124,12 +124,16 @@ def _check_schedule(cfg: RunConfig) -> None:
 def _check_eval(cfg: RunConfig) -> None:
     e = cfg.eval
     if e.suite != "none":
-        from studies.tasks.registry import suite_tasks
+        from studies.tasks.suite import EvalSettings, suite_tasks
 
         try:
             suite_tasks(e.suite)
         except ValueError as error:
             _fail(f"eval.suite: {error} (or none for no evaluation)")
+        try:
+            EvalSettings.parse(e.settings)
+        except (TypeError, ValueError) as error:
+            _fail(f"eval.settings: {first_line(error)}")
     if e.limit is not None and e.limit < 1:
         _fail(f"eval.limit={e.limit} must be at least 1 item per task, or null for every item")
     if not e.at_fractions:

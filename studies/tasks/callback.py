@@ -8,9 +8,11 @@ scores the untrained model before the first step. Results are kept in the callba
 checkpoint state, so a resumed run neither repeats nor loses points) for the run's result.json, and
 optionally written to ``results_dir/eval_step{N}.json`` as they happen.
 
-Under DDP every rank runs the evaluation on its shard of the items (``evaluate_suite``); the
-torchmetrics reduction makes the numbers identical on all ranks, and only rank 0 writes files. Under
-FSDP2 the weights are gathered on every rank for the evaluation (``models.parallelize.gathered``).
+Scoring is lm-evaluation-harness's (``studies.tasks.suite.evaluate_suite``: one ``simple_evaluate``
+per combination of task settings, the in-memory model as ``studies.tasks.lm_eval_model.ArmMdmLM``).
+Under DDP every rank scores lm-eval's shard of the documents, rank 0 aggregates and broadcasts, so
+the numbers are identical on all ranks; only rank 0 writes files. Under FSDP2 the weights are
+gathered on every rank for the evaluation (``models.parallelize.gathered``).
 """
 
 from __future__ import annotations
@@ -24,35 +26,38 @@ import lightning as L
 
 from models.config import training_flops_per_token
 from studies.config import eval_steps
-from studies.tasks.adapter import EvalSettings, ModelAdapter, load_tokenizer
+from studies.tasks.suite import EvalSettings
 
 
 class DownstreamEval(L.Callback):
     """Evaluate ``suite`` at the optimizer steps ``steps`` and log scores against FLOPs seen."""
 
     def __init__(self, suite: str, steps: Sequence[int], *, tokenizer, special_ids: Mapping[str, int],
-                 tasks_dir=None, limit: Optional[int] = None, mc_samples: int = 128, cfg_scale: float = 0.0,
+                 data_dir=None, limit: Optional[int] = None, mc_samples: int = 128, cfg_scale: float = 0.0,
                  settings: Optional[EvalSettings] = None, results_dir=None):
         self.suite = suite
         self.steps = sorted(set(int(s) for s in steps))
         self.tokenizer, self.special_ids = tokenizer, dict(special_ids)
-        self.tasks_dir = tasks_dir
+        self.data_dir = data_dir
         self.limit, self.mc_samples, self.cfg_scale = limit, mc_samples, cfg_scale
         self.settings = settings or EvalSettings()
         self.results_dir = Path(results_dir) if results_dir is not None else None
         self.results: List[Dict[str, Any]] = []
+        self._tasks = None  # the suite's lm-eval TaskManager, built at the first point
 
     @classmethod
     def from_config(cls, eval_cfg, *, data_dir, total_steps: int, results_dir=None) -> "DownstreamEval":
         """From a run's ``EvalConfig`` and its prepared data folder (tokenizer, special ids, tasks)."""
+        from tokenizers import Tokenizer
+
         from studies.data.prepare import load_metadata
 
         data_dir = Path(data_dir)
         metadata = load_metadata(data_dir)
         return cls(
             eval_cfg.suite, eval_steps(eval_cfg.at_fractions, total_steps),
-            tokenizer=load_tokenizer(data_dir / "tokenizer.json"), special_ids=metadata["special_ids"],
-            tasks_dir=data_dir / "tasks", limit=eval_cfg.limit, mc_samples=eval_cfg.mc_samples,
+            tokenizer=Tokenizer.from_file(str(data_dir / "tokenizer.json")), special_ids=metadata["special_ids"],
+            data_dir=data_dir, limit=eval_cfg.limit, mc_samples=eval_cfg.mc_samples,
             cfg_scale=eval_cfg.cfg_scale, settings=EvalSettings.parse(eval_cfg.settings), results_dir=results_dir,
         )
 
@@ -71,15 +76,17 @@ class DownstreamEval(L.Callback):
 
     def evaluate(self, trainer, pl_module, step: int) -> Dict[str, Any]:
         from models.parallelize import gathered
-        from studies.evaluate import evaluate_suite
+        from studies.tasks.lm_eval_model import ArmMdmLM
+        from studies.tasks.suite import SuiteTasks, evaluate_suite, suite_tasks
 
         started = time.time()
-        adapter = ModelAdapter.from_module(pl_module, self.tokenizer, special_ids=self.special_ids,
-                                           mc_samples=self.mc_samples, cfg_scale=self.cfg_scale,
-                                           settings=self.settings)
+        if self._tasks is None:
+            chosen = [self.settings.task(t) for t in suite_tasks(self.suite)]
+            self._tasks = SuiteTasks(chosen, data_dir=self.data_dir, task_files=self.settings.task_files)
+        lm = ArmMdmLM.from_module(pl_module, self.tokenizer, special_ids=self.special_ids, mc_samples=self.mc_samples,
+                                  cfg_scale=self.cfg_scale, **self.settings.model_args())
         with gathered(pl_module.model):  # FSDP2: no collective inside the ranks' unequal forward calls
-            tasks = evaluate_suite(adapter, self.suite, limit=self.limit, tasks_dir=self.tasks_dir,
-                                   settings=self.settings)
+            tasks = evaluate_suite(lm, self.suite, limit=self.limit, settings=self.settings, tasks=self._tasks)
         tokens = step * int(pl_module.tokens_per_step)
         flops = training_flops_per_token(pl_module.config) * tokens
         point = {"step": step, "fraction": step / max(1, int(getattr(pl_module, "total_steps", 0) or 1)),
@@ -98,6 +105,11 @@ class DownstreamEval(L.Callback):
             tmp.write_text(json.dumps(point, indent=2))
             tmp.replace(path)
         return point
+
+    def teardown(self, trainer, pl_module, stage: str) -> None:
+        if self._tasks is not None:
+            self._tasks.close()
+            self._tasks = None
 
     # ------------------------------------------------------------------ checkpoint state
     def state_dict(self) -> Dict[str, Any]:

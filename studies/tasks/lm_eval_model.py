@@ -26,11 +26,14 @@ every context starts with the EOS token that precedes each document in training 
 EOS-separated packing of ``studies.data.packing``). A context too long for the model loses its
 oldest tokens.
 
-Randomness (MDM masks, sampling noise) comes from one generator per task, seeded with
-``seed + crc32(task name)`` at the start of every request batch, as ``studies.evaluate`` reseeds
-per task: the same seed gives the same numbers as the hand-written scorer. Requests are scored in
-the order lm-eval gives them, ``batch_size`` documents at a time, so the requests sharing a context
-(the choices of one question) share a batch.
+Randomness. The MDM masks of a request come from a generator of its own, seeded with
+``seed + crc32("task/document/part")``: a document scores the same whatever else shares its batch,
+however many processes share the documents and whatever ran before, and the choices of one question
+are scored with the same masks (common random numbers, so their difference varies less). Sampling
+noise of generation (temperature > 0, random remasking) comes from one generator per task and call,
+seeded with ``seed + crc32(task)``. Requests are scored in the order lm-eval gives them,
+``batch_size`` documents at a time, so the requests sharing a context (the choices of one question)
+share a batch.
 
 ``model_args`` (``--model_args checkpoint=PATH,mc_samples=128,cfg_scale=0.5``): see ``ModelArgs``;
 ``--batch_size`` and ``--device`` are lm-eval's own flags (a ``model_args`` value wins over them).
@@ -53,7 +56,6 @@ from lm_eval.utils import get_rolling_token_windows, make_disjoint_window
 
 from models.likelihood import arm_loglikelihood, mdm_nll_bound, model_device
 from models.sampling import REMASKING, arm_generate, generate as mdm_generate
-from studies.tasks.adapter import cut_at_token, eval_mode, cut_at_stop, split_pair
 
 log = logging.getLogger(__name__)
 
@@ -158,6 +160,36 @@ class ArmMdmLM(LM):
         self.max_len = int(model.config.max_seq_len)
         self._device = model_device(model)
         self._warned_greedy = False
+        import torch.distributed as dist
+
+        if dist.is_available() and dist.is_initialized():  # lm-eval shards the documents by rank
+            self._rank, self._world_size = dist.get_rank(), dist.get_world_size()
+
+    # ------------------------------------------------------------------ lm-eval's collectives (data parallel)
+    def all_gather(self, tensor):
+        import torch.distributed as dist
+
+        if self.world_size == 1:
+            return tensor
+        tensor = tensor.reshape(-1) if tensor.dim() == 0 else tensor
+        gathered = [torch.zeros_like(tensor) for _ in range(self.world_size)]
+        dist.all_gather(gathered, tensor)
+        return torch.cat(gathered)
+
+    def gather_object(self, obj, dst=0):
+        import torch.distributed as dist
+
+        if self.world_size == 1:
+            return [obj]
+        out = [None] * self.world_size if self.rank == dst else None
+        dist.gather_object(obj, out, dst=dst)
+        return out
+
+    def barrier(self) -> None:
+        import torch.distributed as dist
+
+        if self.world_size > 1:
+            dist.barrier()
 
     # ------------------------------------------------------------------ tokenization
     def tok_encode(self, text: str) -> List[int]:
@@ -173,22 +205,25 @@ class ArmMdmLM(LM):
 
     # ------------------------------------------------------------------ randomness
     def _generator(self, task: Optional[str]) -> torch.Generator:
-        """A fresh generator per task and request batch: ``seed + crc32(task)`` as ``studies.evaluate``."""
+        """The sampling noise of a task's generation requests: ``seed + crc32(task)``."""
         return torch.Generator().manual_seed(self.args.seed + zlib.crc32((task or "").encode()))
+
+    def _document_generator(self, task: Optional[str], document: Any, part: int = 0) -> torch.Generator:
+        """The MDM masks of one request: ``seed + crc32("task/document/part")``."""
+        return torch.Generator().manual_seed(self.args.seed + zlib.crc32(f"{task or ''}/{document}/{part}".encode()))
 
     # ------------------------------------------------------------------ requests
     @torch.no_grad()
     def loglikelihood(self, requests, disable_tqdm: bool = False) -> List[Tuple[float, bool]]:
         results: List[Tuple[float, bool]] = []
-        generators: Dict[Optional[str], torch.Generator] = {}
         with eval_mode(self.model):
             for task, chunk in _chunks_by_document(requests, self.args.batch_size):
-                generator = generators.setdefault(task, self._generator(task))
                 pairs = [self.encode_pair(*request.args) for request in chunk]
-                results += self._score_pairs(pairs, generator)
+                generators = [self._document_generator(task, document) for document in _documents(chunk)]
+                results += self._score_pairs(pairs, generators)
         return results
 
-    def _score_pairs(self, pairs, generator, greedy: bool = True) -> List[Tuple[float, bool]]:
+    def _score_pairs(self, pairs, generators, greedy: bool = True) -> List[Tuple[float, bool]]:
         prompts, answers = [p for p, _ in pairs], [a for _, a in pairs]
         batch = self.args.batch_size
         if self.objective == "arm":
@@ -196,7 +231,7 @@ class ArmMdmLM(LM):
                                                  pad_id=self.pad_id)
             return list(zip(log_prob.tolist(), greedy.tolist()))
         nll = mdm_nll_bound(self.model, prompts, answers, mask_id=self.mask_id, mc_samples=self.args.mc_samples,
-                            cfg_scale=self.args.cfg_scale, batch_size=batch, generator=generator,
+                            cfg_scale=self.args.cfg_scale, batch_size=batch, generator=list(generators),
                             estimator=self.args.estimator, max_len=self.max_len)
         is_greedy = self._mdm_greedy(prompts, answers) if greedy else [False] * len(pairs)
         return list(zip((-nll).tolist(), is_greedy))
@@ -230,17 +265,18 @@ class ArmMdmLM(LM):
         with eval_mode(self.model):
             for task, group in groupby(requests, key=lambda r: r.task_name):
                 group = list(group)
-                windows, owners = [], []
-                for index, request in enumerate(group):
+                windows, owners, generators = [], [], []
+                for index, (request, document) in enumerate(zip(group, _documents(group))):
                     (text,) = request.args
                     tokens = self.tok_encode(text)
-                    for window in get_rolling_token_windows(tokens, self.eos_id, self.max_len - 1, 1):
+                    for part, window in enumerate(get_rolling_token_windows(tokens, self.eos_id, self.max_len - 1, 1)):
                         windows.append(make_disjoint_window(window))
                         owners.append(index)
+                        generators.append(self._document_generator(task, document, part))
                 totals = [0.0] * len(group)
-                generator = self._generator(task)
                 for start in range(0, len(windows), self.args.batch_size):
-                    scores = self._score_pairs(windows[start:start + self.args.batch_size], generator, greedy=False)
+                    end = start + self.args.batch_size
+                    scores = self._score_pairs(windows[start:end], generators[start:end], greedy=False)
                     for owner, (score, _) in zip(owners[start:start + self.args.batch_size], scores):
                         totals[owner] += score
                 results += totals
@@ -301,6 +337,57 @@ class ArmMdmLM(LM):
 
 
 # ----------------------------------------------------------------------------- helpers
+
+
+def split_pair(encode, context: str, continuation: str) -> Tuple[List[int], List[int]]:
+    """(context ids, continuation ids) as lm-evaluation-harness splits a request: trailing spaces of the
+    context move to the continuation, and the continuation is the rest of the encoding of the whole, so
+    a merge across the boundary is scored as the model would read it (separate encodings where the whole
+    does not start with the context's)."""
+    spaces = len(context) - len(context.rstrip(" "))
+    if spaces:
+        context, continuation = context[:-spaces], context[-spaces:] + continuation
+    whole = encode(context + continuation)
+    context_ids = encode(context)
+    if whole[: len(context_ids)] == context_ids and len(whole) > len(context_ids):
+        continuation_ids = whole[len(context_ids):]
+    else:  # a merge across the boundary: fall back to separate encodings
+        continuation_ids = encode(continuation)
+    if not continuation_ids:
+        raise ValueError(f"continuation {continuation!r} encodes to no tokens; it cannot be scored")
+    return context_ids, continuation_ids
+
+
+def cut_at_token(ids: Sequence[int], token: int) -> List[int]:
+    ids = list(ids)
+    return ids[: ids.index(token)] if token in ids else ids
+
+
+def cut_at_stop(text: str, stop: Sequence[str]) -> str:
+    """``text`` up to the earliest occurrence of any stop string."""
+    cut = min((i for i in (text.find(s) for s in stop if s) if i >= 0), default=len(text))
+    return text[:cut]
+
+
+class eval_mode:
+    """Put a module in eval mode for the duration and restore its previous mode."""
+
+    def __init__(self, model):
+        self.model = model
+        self.was_training = bool(getattr(model, "training", False))
+
+    def __enter__(self):
+        if hasattr(self.model, "eval"):
+            self.model.eval()
+
+    def __exit__(self, *exc):
+        if self.was_training:
+            self.model.train()
+
+
+def _documents(requests) -> List[Any]:
+    """Each request's document id (its position in ``requests`` where lm-eval gives none)."""
+    return [r.doc_id if r.doc_id is not None else f"request{n}" for n, r in enumerate(requests)]
 
 
 def _chunks_by_document(requests, batch_size: int):
@@ -374,4 +461,4 @@ def load_checkpoint(args: ModelArgs):
     return module, tokenizer, load_metadata(data_dir)["special_ids"]
 
 
-__all__ = ["ArmMdmLM", "ModelArgs", "ModelArgsError", "cut_at_stop", "checkpoint_data_dir", "load_checkpoint"]
+__all__ = ["ArmMdmLM", "ModelArgs", "ModelArgsError", "split_pair", "cut_at_token", "cut_at_stop", "eval_mode", "checkpoint_data_dir", "load_checkpoint"]

@@ -44,20 +44,20 @@ def validation_documents(data_dir) -> List[str]:
     return [text for text in tokenizer.decode_batch(pieces, skip_special_tokens=True)]
 
 
-def write_task_yamls(data_dir, out_dir) -> Path:
-    """Write the lm-eval YAMLs of ``data_dir``'s toy-world tasks (and ``toy_validation``) into
-    ``out_dir``; returns ``out_dir``, the folder to pass as ``--include_path``."""
+def write_task_yamls(data_dir, out_dir, *, validation: bool = True) -> Path:
+    """Write the lm-eval YAMLs of ``data_dir``'s toy-world tasks (and, with ``validation``,
+    ``toy_validation``) into ``out_dir``; returns ``out_dir``, the folder to pass as ``--include_path``."""
     data_dir, out_dir = Path(data_dir).resolve(), Path(out_dir)
     tasks = data_dir / "tasks"
     if not (data_dir / "metadata.json").is_file():
         raise FileNotFoundError(f"{data_dir} is not a prepared dataset (no metadata.json); run "
                                 "`python -m studies.data prepare` and pass the folder it printed")
     out_dir.mkdir(parents=True, exist_ok=True)
-    documents = validation_documents(data_dir)
-    validation = out_dir / f"{VALIDATION_TASK}.jsonl"
-    with open(validation, "w", encoding="utf-8") as f:
-        for text in documents:
-            f.write(json.dumps({"text": text}, ensure_ascii=False) + "\n")
+    documents = out_dir / f"{VALIDATION_TASK}.jsonl"
+    if validation:
+        with open(documents, "w", encoding="utf-8") as f:
+            for text in validation_documents(data_dir):
+                f.write(json.dumps({"text": text}, ensure_ascii=False) + "\n")
     written = []
     for template in sorted(TEMPLATES.iterdir()):
         if template.name.startswith("_"):
@@ -66,14 +66,14 @@ def write_task_yamls(data_dir, out_dir) -> Path:
         if template.suffix != ".yaml":
             continue
         name = template.stem
-        items = validation.resolve() if name == VALIDATION_TASK else tasks / f"{name}.jsonl"
+        items = documents.resolve() if name == VALIDATION_TASK else tasks / f"{name}.jsonl"
         if not items.is_file():
             continue
         text = template.read_text(encoding="utf-8").rstrip("\n")
         text += f"\ndataset_kwargs:\n  data_files:\n    test: {json.dumps(str(items))}\n"
         (out_dir / template.name).write_text(text, encoding="utf-8")
         written.append(name)
-    if written == [VALIDATION_TASK]:
+    if not set(written) - {VALIDATION_TASK}:
         raise FileNotFoundError(f"{tasks} holds none of the toy-world task files; only the toy world "
                                 "(data.source=toyworld) writes them")
     return out_dir

@@ -51,7 +51,7 @@ def test_real_runs_become_one_row_per_run_evaluation_task_and_metric(trained):
     for objective, result in results.items():
         rows = scores[(scores["objective"] == objective) & (scores["task"] != "validation")]
         assert set(zip(rows["task"], rows["metric"])) == {
-            ("toy_mc", "acc"), ("toy_mc", "acc_norm"),
+            ("toy_mc", "acc"), ("toy_mc", "acc_norm"), ("toy_mc", "acc_bytes"),
             ("toy_arithmetic", "exact_match"), ("toy_arithmetic", "exact_match_strict")}
         # evaluation points at 50% and 100% of 4 steps; C = 6 N D at each
         assert sorted(set(rows["tokens"])) == [2 * TOKENS_PER_STEP, 4 * TOKENS_PER_STEP]

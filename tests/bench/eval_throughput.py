@@ -1,16 +1,17 @@
-"""Requests per second of the lm-eval path (``arm_mdm`` under ``lm_eval.simple_evaluate``) beside the
-hand-written scorer (``studies.evaluate.evaluate_suite``) on the same toy-world items.
+"""Requests per second of the evaluation path on toy-world items: the suite (``studies.tasks.suite.
+evaluate_suite``, what the training callback and ``studies.evaluate`` call) beside the model alone
+(``ArmMdmLM.loglikelihood`` / ``generate_until`` on the same requests).
 
 ``python tests/bench/eval_throughput.py [--items 20] [--steps 30] [--mc-samples 8] [--batch-size 8]``
 
 Prepares a small toy world and trains tiny ARM and MDM checkpoints with ``studies.run`` (``--steps``
 optimizer steps, in a temporary folder), then scores, per objective, the multiple-choice task
 ``toy_forward`` (loglikelihood requests: items x 4 choices) and the generation task
-``toy_arithmetic`` (generate_until requests, 16 new tokens; MDM with 16 steps) both ways, and prints
-requests/s and the ratio lm-eval / today (above 1: the lm-eval path is faster), twice: the whole
-suite call (``evaluate_suite`` vs ``simple_evaluate``, each path's task loading, prompts and metrics
-included; the second of two rounds) and the model alone (``ModelAdapter.loglikelihood``/``generate``
-vs ``ArmMdmLM.loglikelihood``/``generate_until`` on the same requests). CPU; a few minutes on 2 cores.
+``toy_arithmetic`` (generate_until requests, 16 new tokens; MDM with 16 steps), and prints requests/s
+of both and their ratio (suite / model: the share of the time spent scoring; the rest is lm-eval's
+task building, prompts, filters and metrics). The suite is timed on the second of two rounds. CPU; a
+few minutes on 2 cores. The figures of the former hand-written scorer beside lm-eval are those of
+this script at commit 3c4e2cb (README, Benchmarks).
 """
 
 from __future__ import annotations
@@ -65,31 +66,23 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
     torch.set_num_threads(max(1, min(4, os.cpu_count() or 1)))
     logging.disable(logging.WARNING)
-    from lm_eval import simple_evaluate
     from lm_eval.api.instance import Instance
-    from lm_eval.tasks import TaskManager
 
     from studies.data.prepare import prepare_dataset
-    from studies.evaluate import evaluate_suite
-    from studies.tasks.adapter import EvalSettings, load_checkpoint_adapter
-    from studies.tasks.lm_eval_model import ArmMdmLM
-    from studies.tasks.lm_eval_tasks import write_task_yamls
     from studies.run import load_run_config
+    from studies.tasks.lm_eval_model import ArmMdmLM
+    from studies.tasks.suite import EvalSettings, SuiteTasks, evaluate_suite, suite_tasks
 
     with tempfile.TemporaryDirectory() as tmp:
         root = pathlib.Path(tmp)
         print(f"training tiny ARM and MDM checkpoints ({args.steps} steps) ...", flush=True)
         checkpoints = train(root, args.steps)
         data_dir = prepare_dataset(load_run_config(pathlib.Path(checkpoints["arm"]).parents[1] / "config.yaml").data)
-        include = write_task_yamls(data_dir, root / "lm_eval_tasks")
-        manager = TaskManager(include_path=str(include))
+        settings = EvalSettings.parse({"batch_size": args.batch_size, "max_new_tokens": GEN_TOKENS, "steps": GEN_TOKENS})
+        tasks = SuiteTasks(suite_tasks("toyworld"), data_dir=data_dir)
         rows = []
         for objective, checkpoint in checkpoints.items():
-            settings = EvalSettings.parse({"batch_size": args.batch_size, "max_new_tokens": GEN_TOKENS,
-                                           "steps": GEN_TOKENS})
-            adapter = load_checkpoint_adapter(checkpoint, data_dir, mc_samples=args.mc_samples, settings=settings)
-            lm = ArmMdmLM(checkpoint=checkpoint, mc_samples=args.mc_samples, batch_size=args.batch_size,
-                          steps=GEN_TOKENS, device="cpu")
+            lm = ArmMdmLM(checkpoint=checkpoint, mc_samples=args.mc_samples, device="cpu", **settings.model_args())
             for task, kind, per_item in (("toy_forward", "loglikelihood", 4), ("toy_arithmetic", "generate_until", 1)):
                 requests = args.items * per_item
                 items = [json.loads(line) for line in (data_dir / "tasks" / f"{task}.jsonl").read_text().splitlines()]
@@ -97,43 +90,30 @@ def main(argv: list[str] | None = None) -> int:
                 if kind == "loglikelihood":
                     pairs = [(item["prompt"], choice) for item in items for choice in item["choices"]]
                     instances = [Instance(kind, {}, pair, 0, (task, n // 4, 1)) for n, pair in enumerate(pairs)]
-                    bare = (lambda: adapter.loglikelihood(pairs), lambda: lm.loglikelihood(instances))
+                    bare = lambda: lm.loglikelihood(instances)  # noqa: E731
                 else:
-                    stop = ["Question:", "\n\n"]
-                    gen = {"until": stop, "max_gen_toks": GEN_TOKENS, "do_sample": False}
+                    gen = {"until": ["Question:", "\n\n"], "max_gen_toks": GEN_TOKENS, "do_sample": False}
                     instances = [Instance(kind, {}, (item["prompt"], gen), 0, (task, n, 1))
                                  for n, item in enumerate(items)]
-                    prompts = [item["prompt"] for item in items]
-                    bare = (lambda: adapter.generate(prompts, max_new_tokens=GEN_TOKENS, stop=stop),
-                            lambda: lm.generate_until(instances))
-                for _ in range(2):  # the first round warms both paths up; the second is timed
+                    bare = lambda: lm.generate_until(instances)  # noqa: E731
+                for _ in range(2):  # the first round warms the path up; the second is timed
                     started = time.perf_counter()
-                    evaluate_suite(adapter, task, limit=args.items, tasks_dir=data_dir / "tasks")
-                    today = time.perf_counter() - started
-                    started = time.perf_counter()
-                    simple_evaluate(model=lm, tasks=[task], limit=args.items, task_manager=manager,
-                                    gen_kwargs={"max_gen_toks": GEN_TOKENS}, verbosity="ERROR")
-                    harness = time.perf_counter() - started
-                rows.append((objective, f"{task} (suite)", kind, requests, requests / today, requests / harness,
-                             today / harness))
-                timings = []
-                for call in bare:
-                    started = time.perf_counter()
-                    call()
-                    timings.append(time.perf_counter() - started)
-                rows.append((objective, f"{task} (model)", kind, requests, requests / timings[0], requests / timings[1],
-                             timings[0] / timings[1]))
+                    evaluate_suite(lm, task, limit=args.items, settings=settings, tasks=tasks)
+                    suite = time.perf_counter() - started
+                started = time.perf_counter()
+                bare()
+                model = time.perf_counter() - started
+                rows.append((objective, task, kind, requests, requests / suite, requests / model, model / suite))
+        tasks.close()
 
-    header = ("objective", "task (what is timed)", "requests", "n", "today req/s", "lm-eval req/s", "lm-eval / today")
+    header = ("objective", "task", "requests", "n", "suite req/s", "model req/s", "suite / model")
     print(f"\nmc_samples={args.mc_samples}, batch_size={args.batch_size}, {GEN_TOKENS} new tokens, "
           f"{torch.get_num_threads()} threads, CPU")
-    print("  ".join(f"{h:>22}" for h in header))
+    print("  ".join(f"{h:>16}" for h in header))
     for objective, task, kind, n, a, b, ratio in rows:
-        print("  ".join(f"{v:>22}" for v in (objective, task, kind, n, f"{a:.1f}", f"{b:.1f}", f"{ratio:.2f}")))
-    print("suite: evaluate_suite vs simple_evaluate (task loading, prompts, metrics included); "
-          "model: the adapter's requests vs the LM's on the same pairs")
+        print("  ".join(f"{v:>16}" for v in (objective, task, kind, n, f"{a:.1f}", f"{b:.1f}", f"{ratio:.2f}")))
+    print("suite: evaluate_suite (task loading, prompts, filters, metrics included); model: the LM's requests alone")
     return 0
-
 
 if __name__ == "__main__":
     sys.exit(main())

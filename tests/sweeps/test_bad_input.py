@@ -21,6 +21,7 @@ CORRUPT_TOKENIZER = "corrupt-tokenizer.json"  # written into the test's folder
 LAUNCH_CASES = {
     "unknown suite": (["eval.suite=nosuch"], "unknown suite 'nosuch'"),
     "zero eval items": (["eval.limit=0"], "eval.limit=0 must be at least 1"),
+    "unknown eval setting": (["eval.settings.pass_k=[1,10]"], "unknown eval.settings key(s) ['pass_k']"),
     "negative seed": (["seeds=[-1]"], "seed=-1 must be an integer"),
     "duplicate seeds": (["seeds=[0,0]"], "without duplicates"),
     "unknown precision": (["trainer.precision=bogus"], "trainer.precision='bogus'"),

@@ -1,6 +1,6 @@
-"""Tests of studies/tasks/lm_eval_model.py (and the task YAMLs of studies/tasks/lm_eval_tasks.py):
-the ``arm_mdm`` lm-eval model on tiny checkpoints trained by ``studies.run``, against today's
-hand-written scorer (``studies.evaluate.evaluate_suite``) item by item."""
+"""Tests of studies/tasks/lm_eval_model.py, the task YAMLs of studies/tasks/lm_eval_tasks.py and the
+suites of studies/tasks/suite.py: the ``arm_mdm`` lm-eval model on tiny checkpoints trained by
+``studies.run``."""
 
 import pytest
 import torch
@@ -9,8 +9,7 @@ from lm_eval.api.instance import Instance
 from lm_eval.tasks import TaskManager
 
 from models.sampling import arm_generate, generate as mdm_generate
-from studies.evaluate import evaluate_suite
-from studies.tasks.adapter import EvalSettings, load_checkpoint_adapter
+from studies.tasks.suite import EvalSettings, evaluate_suite
 from studies.tasks.lm_eval_model import ArmMdmLM, ModelArgsError
 from studies.tasks.lm_eval_tasks import validation_documents, write_task_yamls
 
@@ -34,53 +33,90 @@ def request(kind, args, task="direct", doc_id=0):
 
 
 @pytest.mark.parametrize("objective", ["arm", "mdm"])
-def test_per_item_scores_match_the_hand_written_scorer(objective, trained_checkpoints, toy_data, include_path,
-                                                       monkeypatch, tmp_path):
+def test_the_suite_logs_lm_evals_scores_of_the_toy_tasks(objective, trained_checkpoints, toy_data, include_path,
+                                                         monkeypatch, tmp_path):
+    """evaluate_suite (what the training callback calls) against simple_evaluate run directly on the
+    task YAMLs: the same per-item scores, lm-eval's metric names, GSM8K-style filters as exact_match
+    and exact_match_strict, chance from the items' choices."""
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
     monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "hf"))
     folder, _ = toy_data
     settings = EvalSettings.parse({"batch_size": 4, "max_new_tokens": 8, "steps": 8, "seed": 0})
-    adapter = load_checkpoint_adapter(trained_checkpoints[objective], folder, mc_samples=8, cfg_scale=CFG[objective],
-                                      settings=settings)
-    today = evaluate_suite(adapter, "toyworld", limit=LIMIT, tasks_dir=folder / "tasks", keep_records=True)
-
     lm = lm_for(trained_checkpoints, objective)  # the run's config.yaml leads to the tokenizer
-    out = simple_evaluate(model=lm, tasks=[*MC_TASKS, "toy_arithmetic"], limit=LIMIT, log_samples=True,
+    suite = evaluate_suite(lm, "toyworld", limit=LIMIT, data_dir=folder, settings=settings, keep_records=True)
+    assert list(suite) == [*MC_TASKS, "toy_arithmetic"]
+
+    direct = lm_for(trained_checkpoints, objective)
+    out = simple_evaluate(model=direct, tasks=[*MC_TASKS, "toy_arithmetic"], limit=LIMIT, log_samples=True,
                           gen_kwargs={"max_gen_toks": 8}, task_manager=TaskManager(include_path=str(include_path)))
     for task in MC_TASKS:
-        samples = sorted(out["samples"][task], key=lambda s: s["doc_id"])
-        records = today[task]["records"]
-        assert len(samples) == len(records) == LIMIT
-        for sample, record in zip(samples, records):
-            assert sample["doc"]["id"] == record["id"]
-            lls = [float(resp[0][0]) for resp in sample["resps"]]
-            if objective == "arm":  # exact likelihoods, the same floating-point operations
-                assert lls == record["loglikelihoods"], record["id"]
-            else:  # the same seed draws the same masks
-                assert lls == pytest.approx(record["loglikelihoods"], abs=1e-6), record["id"]
-            assert sample["acc"] == record["acc"]
-            assert sample["acc_bytes"] == record["acc_norm"]  # normalised by UTF-8 bytes without the space
-            assert sample["acc_norm"] == record["acc_norm"]  # the same here: ASCII choices
-        metrics = out["results"][task]
-        assert metrics["acc,none"] == pytest.approx(today[task]["metrics"]["acc"])
+        result = suite[task]
+        assert result["kind"] == "multiple_choice" and result["n"] == LIMIT and result["chance"] == 0.25
+        assert result["source"] == str(folder.resolve() / "tasks" / f"{task}.jsonl")
+        want = sorted(out["samples"][task], key=lambda s: s["doc_id"])
+        got = sorted(result["records"], key=lambda s: s["doc_id"])
+        assert [[float(r[0][0]) for r in s["resps"]] for s in got] == [[float(r[0][0]) for r in s["resps"]] for s in want]
+        for metric in ("acc", "acc_norm", "acc_bytes"):
+            assert result["metrics"][metric] == pytest.approx(sum(s[metric] for s in want) / LIMIT)
+            assert result["metrics"][metric] == out["results"][task][f"{metric},none"]
+    arithmetic = suite["toy_arithmetic"]
+    assert arithmetic["kind"] == "generation" and arithmetic["chance"] == 0.0
+    for name, filter_name in (("exact_match", "flexible-extract"), ("exact_match_strict", "strict-match")):
+        assert arithmetic["metrics"][name] == out["results"]["toy_arithmetic"][f"exact_match,{filter_name}"]
+    assert set(arithmetic["metrics"]) == {"exact_match", "exact_match_strict"}
 
-    generated = {s["doc_id"]: s for s in out["samples"]["toy_arithmetic"] if s["filter"] == "flexible-extract"}
-    strict = {s["doc_id"]: s for s in out["samples"]["toy_arithmetic"] if s["filter"] == "strict-match"}
-    for doc_id, record in enumerate(today["toy_arithmetic"]["records"]):
-        assert generated[doc_id]["resps"][0][0] == record["output"], record["id"]
-        assert generated[doc_id]["exact_match"] == record["exact_match"]
-        assert strict[doc_id]["exact_match"] == record["exact_match_strict"]
+
+def test_a_task_scores_alike_alone_and_after_others_and_leaves_global_randomness_alone(trained_checkpoints,
+                                                                                         toy_data):
+    """The MDM's masks come from a per-task generator; lm-eval's global seeding is off, so scoring
+    inside training neither depends on what ran before nor moves the training's random streams."""
+    import random
+
+    import numpy as np
+
+    folder, _ = toy_data
+    lm = lm_for(trained_checkpoints, "mdm")
+    torch.manual_seed(7), random.seed(7), np.random.seed(7)
+    states = torch.get_rng_state(), random.getstate(), np.random.get_state()[1].copy()
+    everything = evaluate_suite(lm, "toy_mc,toy_reverse", limit=LIMIT, data_dir=folder)
+    assert torch.equal(torch.get_rng_state(), states[0]) and random.getstate() == states[1]
+    assert (np.random.get_state()[1] == states[2]).all()
+    alone = evaluate_suite(lm, "toy_reverse", limit=LIMIT, data_dir=folder)
+    assert alone["toy_reverse"]["metrics"] == everything["toy_reverse"]["metrics"]
+    import lm_eval.evaluator
+    import lm_eval.loggers.utils
+
+    assert lm_eval.evaluator.add_env_info is lm_eval.loggers.utils.add_env_info  # collected once, then given back
+
+
+def test_per_task_settings_reach_the_model_and_are_restored(trained_checkpoints, toy_data):
+    """eval.settings.tasks sets a task's CFG scale for that task alone: the scores equal a model
+    built with that scale, and the model's own settings come back afterwards."""
+    folder, _ = toy_data
+    lm = lm_for(trained_checkpoints, "mdm", cfg_scale=0.0)
+    guided = EvalSettings.parse({"tasks": {"toy_mc": {"cfg_scale": 1.0}}})
+    with_cfg = evaluate_suite(lm, "toy_mc,toy_forward", limit=LIMIT, data_dir=folder, settings=guided, keep_records=True)
+    assert lm.args.cfg_scale == 0.0
+    plain = evaluate_suite(lm, "toy_mc,toy_forward", limit=LIMIT, data_dir=folder, keep_records=True)
+    reference = evaluate_suite(lm_for(trained_checkpoints, "mdm", cfg_scale=1.0), "toy_mc", limit=LIMIT,
+                               data_dir=folder, keep_records=True)
+
+    def scores(result):
+        return [s["resps"] for s in sorted(result["records"], key=lambda s: s["doc_id"])]
+
+    assert scores(with_cfg["toy_mc"]) == scores(reference["toy_mc"]) != scores(plain["toy_mc"])
+    assert scores(with_cfg["toy_forward"]) == scores(plain["toy_forward"])
 
 
 def test_an_in_memory_module_scores_as_its_checkpoint(trained_checkpoints, toy_data):
     from models.lightning import LanguageModel
     from studies.data.prepare import load_metadata
-    from studies.tasks.adapter import load_tokenizer
+    from tokenizers import Tokenizer
 
     folder, _ = toy_data
     module = LanguageModel.load_from_checkpoint(trained_checkpoints["mdm"], map_location="cpu", weights_only=False)
     module.train()
-    lm = ArmMdmLM.from_module(module, load_tokenizer(folder / "tokenizer.json"),
+    lm = ArmMdmLM.from_module(module, Tokenizer.from_file(str(folder / "tokenizer.json")),
                               special_ids=load_metadata(folder)["special_ids"], mc_samples=8, batch_size=4)
     context = "Question: Where was Ansel born?\nAnswer:"
     requests = [request("loglikelihood", (context, choice)) for choice in (" Arnsvale", " Blyth")]
@@ -171,9 +207,9 @@ def test_rolling_loglikelihood_is_exact_for_arm_and_a_reproducible_bound_for_mdm
 
     mdm = lm_for(trained_checkpoints, "mdm", cfg_scale=0.0)
     first = mdm.loglikelihood_rolling([request("loglikelihood_rolling", (short,))])
-    assert first == mdm.loglikelihood_rolling([request("loglikelihood_rolling", (short,))])  # seeded per task
+    assert first == mdm.loglikelihood_rolling([request("loglikelihood_rolling", (short,))])  # seeded per document
     bound = -mdm_nll_bound(mdm.model, [mdm.eos_id], mdm.tok_encode(short), mask_id=mdm.mask_id, mc_samples=8,
-                           generator=mdm._generator("direct"))
+                           generator=mdm._document_generator("direct", 0, 0))
     assert first[0] == pytest.approx(float(bound), abs=1e-9) and first[0] < 0
 
 

@@ -1,22 +1,20 @@
 """The six paper tasks (LLaDA Table 1: MMLU, ARC-C, CMMLU, PIQA, GSM8K, HumanEval) through lm-eval's
 stock tasks (``studies/tasks/lm_eval_overrides.py``: the stock YAMLs over local hub-schema rows in
-``fixtures/paper6``) against today's hand-written scorer (``studies.evaluate.evaluate_suite`` over
-the same rows converted by ``studies.tasks.hub``), for tiny trained ARM and MDM checkpoints.
+``fixtures/paper6``), for tiny trained ARM and MDM checkpoints.
 
-Two kinds of check:
-
-- ``test_..._matches_todays_scorer``: item by item, where the two paths build the same prompt and
-  continuations (``PARITY``), the same log-likelihoods (ARM exactly, MDM with the same seed), acc,
-  generations and exact match. Where they do not, the difference is asserted as it is
-  (``DIFFERS``: the exact strings), not papered over. Delete this test with the old task layer.
 - ``test_..._matches_the_recorded_values``: lm-eval's per-item contexts, continuations,
-  log-likelihoods, acc and generations against ``fixtures/paper6/recorded_lm_eval.json``; it needs
-  nothing of the old layer and keeps guarding the lm-eval path after it is gone. Rewrite the record
-  with ``RECORD_LM_EVAL_PAPER6=1`` (and review the diff).
+  log-likelihoods, acc and generations against ``fixtures/paper6/recorded_lm_eval.json``. The record
+  was written while the project's former hand-written scorer still existed and checked against it
+  item by item: the same prompts, continuations and log-likelihoods (ARM exactly, MDM with the same
+  seed), acc, generations and exact match, except three documented differences of the stock tasks
+  (CMMLU's header names the subject; PIQA keeps ``sol2``'s trailing space; GSM8K draws four shots
+  per item where the former scorer reused item 0's). Rewrite the record with
+  ``RECORD_LM_EVAL_PAPER6=1`` (and review the diff).
+- ``test_the_suite_path_...``: the training callback's path (``studies.tasks.suite.evaluate_suite``
+  with LLaDA's per-task settings and ``eval.settings.task_files``) gives the recorded items too.
 
-The checkpoints are the ``trained_checkpoints`` recipe with a 1024-token context: the 64-token
-context of that fixture would keep only the last tokens of a 5-shot prompt, where the two paths'
-prompts could differ unseen.
+The checkpoints are the ``trained_checkpoints`` recipe with a 1024-token context: a 64-token
+context would keep only the last tokens of a 5-shot prompt.
 """
 
 import json
@@ -136,148 +134,6 @@ def per_item(samples):
     return items
 
 
-# ----------------------------------------------------------------------------- today's scorer
-
-
-def serve_hub_rows(monkeypatch):
-    """datasets.load_dataset answering today's hub sources (registry.TASKS) from the fixture rows."""
-    import datasets
-
-    from studies.tasks.registry import CMMLU_SUBJECTS
-
-    served = {
-        ("cais/mmlu", "all", "test"): [r for s in MMLU_SUBJECTS for r in rows(f"mmlu_{s}_test.jsonl")],
-        ("cais/mmlu", "all", "dev"): [r for s in MMLU_SUBJECTS for r in rows(f"mmlu_{s}_dev.jsonl")],
-        ("allenai/ai2_arc", "ARC-Challenge", "test"): rows("arc_challenge_test.jsonl"),
-        ("allenai/ai2_arc", "ARC-Challenge", "train"): rows("arc_challenge_train.jsonl"),
-        ("ybisk/piqa", "plain_text", "validation"): rows("piqa_validation.jsonl"),
-        ("ybisk/piqa", "plain_text", "train"): rows("piqa_train.jsonl"),
-        ("openai/gsm8k", "main", "test"): rows("gsm8k_test.jsonl"),
-        ("openai/gsm8k", "main", "train"): rows("gsm8k_train.jsonl"),
-        ("openai/openai_humaneval", "openai_humaneval", "test"): rows("humaneval_test.jsonl"),
-        **{("haonan-li/cmmlu", s, split): [] for s in CMMLU_SUBJECTS for split in ("test", "dev")},
-        ("haonan-li/cmmlu", CMMLU_SUBJECT, "test"): rows(f"cmmlu_{CMMLU_SUBJECT}_test.jsonl"),
-        ("haonan-li/cmmlu", CMMLU_SUBJECT, "dev"): rows(f"cmmlu_{CMMLU_SUBJECT}_dev.jsonl"),
-    }
-    monkeypatch.setattr(datasets, "load_dataset", lambda path, name=None, split=None, **kw: list(served[path, name, split]))
-
-
-@pytest.fixture(scope="module")
-def todays_files(tmp_path_factory):
-    """{task: JSONL of items}: the fixture rows through today's hub converters (registry.export_task)."""
-    from studies.tasks.registry import SUITES, export_task
-
-    folder = tmp_path_factory.mktemp("paper6_items")
-    with pytest.MonkeyPatch.context() as patch:
-        serve_hub_rows(patch)
-        return {name: str(export_task(name, folder / f"{name}.jsonl")) for name in SUITES["paper6"]}
-
-
-def todays_path(checkpoint, objective, data_dir, files):
-    """(evaluate_suite's results with records, the adapter)."""
-    from studies.evaluate import evaluate_suite
-    from studies.tasks.adapter import EvalSettings, load_checkpoint_adapter
-
-    settings = EvalSettings.parse({"batch_size": 4, "max_new_tokens": GEN, "steps": GEN, "seed": 0})
-    adapter = load_checkpoint_adapter(checkpoint, data_dir, mc_samples=MC_SAMPLES, cfg_scale=CFG[objective],
-                                      settings=settings)
-    return evaluate_suite(adapter, "paper6", task_files=files, settings=settings, keep_records=True), adapter
-
-
-def todays_mmlu_by_subject(adapter, items):
-    """Today's multiple-choice scorer over MMLU one subject at a time, its generator seeded as
-    ``evaluate_suite`` seeds a task (seed + crc32(name)) but with lm-eval's task name ``mmlu_<subject>``:
-    evaluate_suite scores all subjects as one task "mmlu" from one random stream, lm-eval each subject
-    as a task of its own, so MDM masks differ between the two unless the streams are aligned."""
-    import zlib
-
-    from studies.tasks.scoring import TaskMetrics, score_multiple_choice
-
-    records = []
-    for subject in MMLU_SUBJECTS:
-        adapter.reseed(adapter.settings.seed + zlib.crc32(f"mmlu_{subject}".encode()))
-        part = [item for item in items if item.extra["subject"] == subject]
-        records += score_multiple_choice(adapter, part, TaskMetrics(["acc", "acc_norm"]), chunk=adapter.settings.batch_size)
-    return records
-
-
-def todays_items(files):
-    from studies.tasks.registry import get_task
-    from studies.tasks.schema import load_items
-
-    return {name: load_items(path, get_task(name).kind) for name, path in files.items()}
-
-
-# ----------------------------------------------------------------------------- parity with today's scorer
-
-# Items whose prompt or continuations differ between the two paths, and how (the exact strings are
-# asserted below). Every other item of the six tasks is exact parity.
-CMMLU_HEADERS = ("以下是单项选择题，请直接给出正确答案的选项。\n\n",  # today: hub.CMMLU_HEADER, no subject
-                 "以下是关于农学的单项选择题，请直接给出正确答案的选项。\n\n")  # stock cmmlu_agronomy description
-DIFFERS = {
-    ("cmmlu", 0): "description", ("cmmlu", 1): "description",  # the stock header names the subject
-    ("piqa", 2): "choice whitespace",  # stock keeps sol2's trailing space, today strips it
-    ("gsm8k", 1): "few-shot",  # stock draws 4 shots per item from one Random(1234); today reuses item 0's
-}
-
-
-def paired(today_items, lm_items, name):
-    """[(index, today's item, lm-eval's entry)] of task ``name`` in today's order (flexible-extract
-    entries for GSM8K)."""
-    entries = [e for task in LM_EVAL_TASKS[name] for e in lm_items[task] if e.get("filter") in (None, "flexible-extract")]
-    assert len(entries) == len(today_items[name])
-    return list(enumerate(zip(today_items[name], entries)))
-
-
-def test_lm_eval_path_matches_todays_scorer(lm_eval_samples, long_checkpoints, toy_data, todays_files):
-    objective, samples = lm_eval_samples
-    results, adapter = todays_path(long_checkpoints[objective], objective, toy_data[0], todays_files)
-    today_items, lm_items = todays_items(todays_files), per_item(samples)
-    records = {name: result["records"] for name, result in results.items()}
-    # MDM: per-subject random streams, as lm-eval has them (ARM does not draw: the same numbers)
-    by_subject = todays_mmlu_by_subject(adapter, today_items["mmlu"])
-    if objective == "arm":
-        assert by_subject == records["mmlu"]
-    records["mmlu"] = by_subject
-
-    for name in ("mmlu", "arc_challenge", "cmmlu", "piqa"):
-        for index, (item, entry) in paired(today_items, lm_items, name):
-            record, why = records[name][index], DIFFERS.get((name, index))
-            if why is None:  # exact parity: same strings, same numbers
-                assert (entry["context"], entry["continuations"]) == (item.prompt, item.choices), (name, index)
-                if objective == "arm":
-                    assert entry["loglikelihoods"] == record["loglikelihoods"], (name, index)
-                else:
-                    assert entry["loglikelihoods"] == pytest.approx(record["loglikelihoods"], abs=1e-9), (name, index)
-                assert entry["acc"] == record["acc"]
-                if "acc_norm" in entry:  # lm-eval: per character; today: per UTF-8 byte (the same on ASCII)
-                    assert entry["acc_norm"] == record["acc_norm"]
-            elif why == "description":
-                assert item.prompt.startswith(CMMLU_HEADERS[0]) and entry["context"].startswith(CMMLU_HEADERS[1])
-                assert entry["context"].replace(CMMLU_HEADERS[1], CMMLU_HEADERS[0], 1) == item.prompt
-                assert entry["continuations"] == item.choices == [" A", " B", " C", " D"]
-                assert entry["loglikelihoods"] != record["loglikelihoods"]
-            else:
-                assert entry["context"] == item.prompt
-                assert item.choices[1] == " Store it in a sealed bag." and entry["continuations"][1] == item.choices[1] + " "
-                assert entry["loglikelihoods"][0] == record["loglikelihoods"][0] if objective == "arm" else True
-                assert entry["loglikelihoods"][1] != record["loglikelihoods"][1]
-
-    for name in ("gsm8k", "humaneval"):
-        for index, (item, entry) in paired(today_items, lm_items, name):
-            record, why = records[name][index], DIFFERS.get((name, index))
-            output = record["output"] if name == "gsm8k" else record["completions"][0]
-            if why is None:
-                assert entry["context"] == item.prompt, (name, index)
-                assert entry["output"] == output, (name, index)
-            else:  # the item itself is last in both; the demonstrations before it differ
-                today_shots, lm_shots = item.prompt.split("\n\n"), entry["context"].split("\n\n")
-                assert today_shots[-1] == lm_shots[-1] and today_shots[:-1] != lm_shots[:-1]
-    first = paired(today_items, lm_items, "gsm8k")[0][1][0]
-    assert all(e["context"].startswith(first.prompt.rsplit("Question:", 1)[0])  # item 0: today's shots, in order
-               for e in lm_items["gsm8k"] if e["doc_id"] == 0)
-
-
 # ----------------------------------------------------------------------------- recorded lm-eval values
 
 
@@ -301,3 +157,47 @@ def test_lm_eval_path_matches_the_recorded_values(lm_eval_samples):
                     assert got[key] == pytest.approx(value, abs=1e-4), (task, want["doc_id"])
                 else:
                     assert got[key] == value, (task, want["doc_id"], key)
+
+
+@pytest.mark.parametrize("objective", ["arm", "mdm"])
+def test_the_suite_path_scores_the_recorded_items(objective, long_checkpoints, offline):
+    """``evaluate_suite`` over ``task_files`` (what a run's ``eval.settings`` holds) with LLaDA's
+    per-task settings: ARC-C and PIQA at CFG 0.5 as recorded; GSM8K's CFG (0 in the suite) set to the
+    recorded 0.5 through ``eval.settings.tasks``; HumanEval as ``humaneval_sandboxed``, executed."""
+    from studies.tasks.lm_eval_model import ArmMdmLM
+    from studies.tasks.suite import EvalSettings, evaluate_suite
+
+    files = {task: {split: str(FIXTURES / name) for split, name in LM_EVAL_FILES[task].items()}
+             for task in ("arc_challenge", "piqa", "gsm8k")}
+    files["humaneval_sandboxed"] = {"test": str(FIXTURES / LM_EVAL_FILES["humaneval"]["test"])}
+    settings = EvalSettings.parse({"batch_size": 4, "max_new_tokens": GEN, "steps": GEN, "seed": 0, "task_files": files,
+                                   "tasks": {"gsm8k": {"cfg_scale": CFG[objective]}}})
+    lm = ArmMdmLM(checkpoint=long_checkpoints[objective], mc_samples=MC_SAMPLES, device="cpu", **settings.model_args())
+    results = evaluate_suite(lm, "arc_challenge,piqa,gsm8k,humaneval", settings=settings, keep_records=True)
+    assert lm.args.cfg_scale == 0.0  # the per-task settings are restored afterwards
+
+    recorded = json.loads(RECORD.read_text(encoding="utf-8"))[objective]
+    for name in ("arc_challenge", "piqa", "gsm8k"):
+        samples = sorted(results[name]["records"], key=lambda s: (s["doc_id"], s["filter"]))
+        got, want = per_item({name: samples})[name], recorded[name]
+        assert results[name]["n"] == len({e["doc_id"] for e in want})
+        assert len(got) == len(want), name
+        for g, w in zip(got, want):
+            assert g.keys() == w.keys(), name
+            for key, value in w.items():
+                if key == "loglikelihoods":
+                    assert g[key] == pytest.approx(value, abs=1e-4), (name, w["doc_id"])
+                else:
+                    assert g[key] == value, (name, w["doc_id"], key)
+        if name != "gsm8k":
+            assert results[name]["metrics"]["acc"] == pytest.approx(sum(w["acc"] for w in want) / len(want))
+            assert results[name]["chance"] == pytest.approx({"arc_challenge": 0.25, "piqa": 0.5}[name], abs=0.01)
+    gsm8k = results["gsm8k"]["metrics"]
+    flexible = [w["exact_match"] for w in recorded["gsm8k"] if w.get("filter") == "flexible-extract"]
+    strict = [w["exact_match"] for w in recorded["gsm8k"] if w.get("filter") == "strict-match"]
+    assert gsm8k["exact_match"] == pytest.approx(sum(flexible) / len(flexible))
+    assert gsm8k["exact_match_strict"] == pytest.approx(sum(strict) / len(strict))
+
+    humaneval = sorted(results["humaneval"]["records"], key=lambda s: s["doc_id"])
+    assert [s["resps"][0][0] for s in humaneval] == [w["output"] for w in recorded["humaneval"]]
+    assert set(results["humaneval"]["metrics"]) == {"pass@1"} and results["humaneval"]["source"].endswith("humaneval_test.jsonl")

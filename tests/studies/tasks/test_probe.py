@@ -5,13 +5,13 @@ import json
 
 import pytest
 import torch
+from tokenizers import Tokenizer
 
 from models.config import preset
 from models.transformer import Transformer
 from studies import probe
 from studies.data.config import ToyWorldConfig
 from studies.data.toyworld import GENERATOR_VERSION, generate
-from studies.tasks.adapter import ModelAdapter, load_tokenizer
 
 from .conftest import SMALL_WORLD
 
@@ -23,13 +23,12 @@ def world():
 
 @pytest.fixture(scope="module")
 def tokenizer(toy_data):
-    return load_tokenizer(toy_data[0] / "tokenizer.json")
+    return Tokenizer.from_file(str(toy_data[0] / "tokenizer.json"))
 
 
 def adapter_for(model, tokenizer, meta, objective):
     ids = meta["special_ids"]
-    return ModelAdapter(model, tokenizer, objective=objective, eos_id=ids["eos"], mask_id=ids["mask"],
-                        pad_id=ids["pad"])
+    return probe.ProbeModel(model, tokenizer, objective, eos_id=ids["eos"], mask_id=ids["mask"], pad_id=ids["pad"])
 
 
 def test_items_put_each_choice_in_place_of_a_fact_of_a_training_biography(world):
