@@ -107,9 +107,16 @@ def gathered(model: Transformer) -> Iterator[Transformer]:
     for module in (*blocks, model):
         module.set_reshard_after_forward(False, recurse=False)
         module.unshard()
+    # ``forward`` calls ``hidden_states``, which ``shard`` registers as an FSDP forward method: its
+    # post-forward leaves the root's state idle, and the outer post-forward then reshards the root
+    # whatever ``reshard_after_forward`` says, so the next call would all-gather it again. The plain
+    # method runs while the weights are gathered.
+    registered = model.__dict__.pop("hidden_states", None)
     try:
         yield model
     finally:
+        if registered is not None:
+            model.hidden_states = registered
         for index, block in enumerate(blocks):
             block.reshard()
             block.set_reshard_after_forward(_reshards_after_forward(model, index), recurse=False)

@@ -100,3 +100,47 @@ def test_the_backbone_module_imports_no_distributed_or_training_code():
     imported |= {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
     assert imported <= {"__future__", "contextlib", "math", "dataclasses", "torch", "torch.nn", "torch.nn.functional",
                         "models.config", "flash_attn"}, imported
+
+
+GATHERED_WORKER = r'''
+import sys
+import torch
+import torch.distributed as dist
+from torch.distributed.device_mesh import init_device_mesh
+from models.config import preset
+from models.parallelize import Parallelism, gathered, parallelize
+from models.transformer import Transformer
+
+dist.init_process_group("gloo")
+rank = dist.get_rank()
+torch.manual_seed(0)
+plain = Transformer(preset("tiny", vocab_size=64, causal=False, max_seq_len=32))
+model = parallelize(__import__("copy").deepcopy(plain), Parallelism(activation_checkpointing=True),
+                    init_device_mesh("cpu", (2,)))
+x = torch.randint(0, 64, (2, 12))
+model(x).sum().backward()  # a training step's forward and backward first
+model.eval()
+with torch.no_grad(), gathered(model):
+    for _ in range(3 if rank == 0 else 1):  # unequal numbers of forward calls, as an evaluation's shards make
+        assert torch.allclose(model(x), plain.eval()(x), atol=1e-5)
+model.train()
+model(x).sum().backward()  # sharded training goes on afterwards
+print(f"rank {rank} ok", flush=True)
+dist.destroy_process_group()
+'''
+
+
+def test_gathered_weights_let_ranks_make_unequal_numbers_of_forward_calls(tmp_path):
+    """Inside ``gathered`` no forward call is a collective, so ranks scoring different shards of an
+    evaluation cannot deadlock; the sharded model trains on afterwards."""
+    import os
+    import subprocess
+    import sys
+
+    script = tmp_path / "worker.py"
+    script.write_text(GATHERED_WORKER)
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO))
+    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+                           str(script)], env=env, capture_output=True, text=True, timeout=180)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+    assert sorted(line for line in done.stdout.splitlines() if line.endswith(" ok")) == ["rank 0 ok", "rank 1 ok"]
