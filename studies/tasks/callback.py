@@ -77,12 +77,12 @@ class DownstreamEval(L.Callback):
     def evaluate(self, trainer, pl_module, step: int) -> Dict[str, Any]:
         from models.parallelize import gathered
         from studies.tasks.lm_eval_model import ArmMdmLM
-        from studies.tasks.suite import SuiteTasks, evaluate_suite, suite_tasks
+        from studies.tasks.suite import SuiteTasks, evaluate_suite
 
         started = time.time()
         if self._tasks is None:
-            chosen = [self.settings.task(t) for t in suite_tasks(self.suite)]
-            self._tasks = SuiteTasks(chosen, data_dir=self.data_dir, task_files=self.settings.task_files)
+            self._tasks = SuiteTasks(self.settings.suite(self.suite), data_dir=self.data_dir,
+                                     task_files=self.settings.task_files)
         lm = ArmMdmLM.from_module(pl_module, self.tokenizer, special_ids=self.special_ids, mc_samples=self.mc_samples,
                                   cfg_scale=self.cfg_scale, **self.settings.model_args())
         with gathered(pl_module.model):  # FSDP2: no collective inside the ranks' unequal forward calls

@@ -201,6 +201,10 @@ class EvalSettings:
         """``task`` with this run's overrides."""
         return replace(task, **(self.tasks.get(task.name) or {}))
 
+    def suite(self, suite: str) -> List[SuiteTask]:
+        """The tasks of ``suite`` (``suite_tasks``) with this run's overrides."""
+        return [self.task(t) for t in suite_tasks(suite)]
+
 
 # ----------------------------------------------------------------------------- lm-eval tasks
 
@@ -313,7 +317,7 @@ def evaluate_suite(lm, suite: str, *, limit: Optional[int] = None, data_dir=None
     settings = settings or EvalSettings()
     if limit is not None and limit < 1:
         raise ValueError(f"limit must be a positive number of items per task (or None for all), got {limit}")
-    chosen = [settings.task(t) for t in suite_tasks(suite)]
+    chosen = settings.suite(suite)
     owned = tasks is None
     tasks = tasks or SuiteTasks(chosen, data_dir=data_dir, task_files=settings.task_files)
     defaults = lm.args
