@@ -9,13 +9,14 @@
 - ``plot_allocation``: the slices' optima N* and D* against compute with their power laws.
 
 Input is the tidy table (one row per run x evaluation point x task x metric) with the columns in
-``REQUIRED_COLUMNS``; compute is C = 6ND with N the non-embedding parameter count. Figures are
-plain ``matplotlib.figure.Figure`` objects on the Agg canvas (no pyplot state, no display needed).
+``analysis.results_table.REQUIRED_COLUMNS``; compute is C = 6ND with N the non-embedding parameter
+count. The figures draw fits made beforehand (``analysis.grid_fits``): ``fits`` maps (task, metric,
+objective) to a bootstrap fit, drawn as a curve with its band; without ``fits`` they draw the points
+alone. Figures are plain ``matplotlib.figure.Figure`` objects on the Agg canvas (no pyplot state,
+no display needed).
 """
 
 from __future__ import annotations
-
-from typing import Callable
 
 from collections.abc import Mapping
 from pathlib import Path
@@ -30,17 +31,17 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
-from analysis.bootstrap import bootstrap_fit, compute_multiplier_interval
-from analysis.accuracy_fits import fit_accuracy
-from analysis.fits import fit_isoflop, fit_loss_frontier, multiplier_level
-from analysis.runs import final_points, largest_compute
+from analysis.bootstrap import BootstrapFit, compute_multiplier_interval
+from analysis.fits import fit_isoflop, multiplier_level
+from analysis.optimal_allocation import allocation_points, isoflop_minima
+from analysis.results_table import check_table, final_points, largest_compute, objectives_in, resolve_tasks, select
+from analysis.runs import VALIDATION
+from models.objective_names import ARM, MDM, OBJECTIVES
 
-REQUIRED_COLUMNS = ("run_id", "grid", "objective", "model", "non_embedding_params", "tokens",
-                    "flops", "flops_budget", "seed", "task", "metric", "value")
 # Okabe-Ito colours: distinguishable with colour-blindness and in greyscale print
 OBJECTIVE_STYLE = {
-    "arm": {"color": "#0072B2", "marker": "o", "label": "ARM"},
-    "mdm": {"color": "#D55E00", "marker": "s", "label": "MDM"},
+    ARM: {"color": "#0072B2", "marker": "o", "label": "ARM"},
+    MDM: {"color": "#D55E00", "marker": "s", "label": "MDM"},
 }
 TASK_TITLES = {"mmlu": "MMLU", "arc_c": "ARC-C", "arc_challenge": "ARC-C", "cmmlu": "CMMLU",
                "piqa": "PIQA", "gsm8k": "GSM8K", "humaneval": "HumanEval", "validation": "Validation",
@@ -58,45 +59,8 @@ STYLE = {
 
 
 # ---------------------------------------------------------------------------------------------
-# table checks and selection
+# layout
 # ---------------------------------------------------------------------------------------------
-def check_table(df: pd.DataFrame) -> None:
-    """Raise a ValueError naming the problem if ``df`` is not a usable results table."""
-    if not isinstance(df, pd.DataFrame):
-        raise ValueError(f"expected a pandas DataFrame, got {type(df).__name__}")
-    missing = [c for c in REQUIRED_COLUMNS if c not in df.columns]
-    if missing:
-        raise ValueError(f"the results table lacks column(s) {missing}; expected {list(REQUIRED_COLUMNS)}")
-    if df.empty:
-        raise ValueError("the results table has no rows: there is nothing to plot")
-    unknown = sorted(set(df["objective"]) - set(OBJECTIVE_STYLE))
-    if unknown:
-        raise ValueError(f"unknown objective(s) {unknown}; expected one of {sorted(OBJECTIVE_STYLE)}")
-    for column in ("value", "flops", "non_embedding_params"):
-        bad = df[~np.isfinite(pd.to_numeric(df[column], errors="coerce"))]
-        if len(bad):
-            runs = sorted(map(str, bad["run_id"].unique()))
-            raise ValueError(
-                f"{column} is NaN/non-numeric in {len(bad)} row(s) (runs {runs[:5]}, tasks "
-                f"{sorted(map(str, bad['task'].unique()))[:5]}); drop them, e.g. "
-                f"df.dropna(subset=['{column}']), or re-evaluate those runs"
-            )
-    if (df["flops"] <= 0).any():
-        raise ValueError("flops must be > 0 for a log axis; rows before the first step have 0")
-
-
-def _select(df: pd.DataFrame, task: str, metric: str) -> pd.DataFrame:
-    rows = df[(df["task"] == task) & (df["metric"] == metric)]
-    if rows.empty:
-        have = sorted({f"{t}/{m}" for t, m in zip(df["task"], df["metric"])})
-        raise ValueError(f"no rows for task={task!r}, metric={metric!r}; the table has {have}")
-    return rows
-
-
-def _objectives(rows: pd.DataFrame) -> list[str]:
-    return [o for o in OBJECTIVE_STYLE if (rows["objective"] == o).any()]
-
-
 def _title(task: str) -> str:
     return TASK_TITLES.get(task, task)
 
@@ -140,11 +104,13 @@ def save_figure(fig: Figure, path: str | Path) -> list[Path]:
     return written
 
 
-def _bootstrap(fit_fn, *arrays, where: str, bootstrap: Callable = bootstrap_fit, **kwargs):
+def _fit_of(fits: Mapping[tuple[str, str, str], BootstrapFit], task: str, metric: str,
+            objective: str) -> BootstrapFit:
     try:
-        return bootstrap(fit_fn, *arrays, **kwargs)
-    except ValueError as err:
-        raise ValueError(f"{where}: {err}. Pass fit=False to plot the points alone") from None
+        return fits[(task, metric, objective)]
+    except KeyError:
+        raise ValueError(f"no fit of {task}/{metric} for objective {objective!r} in `fits`; fit it with "
+                         "analysis.grid_fits, or pass fits=None to draw the points alone") from None
 
 
 def _draw_fit(ax, boot, x_grid, style, gid: str) -> None:
@@ -171,38 +137,24 @@ def _percent_formatter(max_score: float) -> FuncFormatter:
 
 def plot_task_scaling(df: pd.DataFrame, chance: Mapping[str, float], *, tasks=None,
                       metric: str | Mapping[str, str] = "accuracy", max_score: float = 1.0,
-                      fit: bool = True, n_resamples: int = 200, confidence: float = 0.9,
-                      seed: int = 0, resample: str = "runs", ncols: int = 3,
-                      task_loss_metric: str | None = None, bootstrap: Callable = bootstrap_fit,
+                      fits: Mapping[tuple[str, str, str], BootstrapFit] | None = None, ncols: int = 3,
                       out: str | Path | None = None) -> Figure:
-    """One panel per task: accuracy vs training FLOPs for ARM and MDM, sigmoid fits with bands.
+    """One panel per task: accuracy vs training FLOPs for ARM and MDM, fitted curves with bands.
 
-    ``chance`` maps task -> chance accuracy (the sigmoid's floor, drawn dotted); ``metric`` is one
-    metric name or a task -> metric mapping (e.g. pass@1 for HumanEval). Every evaluation point
-    of every run is drawn and fitted; the bootstrap resamples whole runs (``resample="runs"``) or
-    single points (``"points"``, for studies with fewer than about five runs per objective).
-    With ``task_loss_metric`` (e.g. "task_loss", logged at the same evaluations) the curves are
-    the two-step OLMo-ladder fit, loss -> accuracy, instead of a sigmoid in log-compute.
+    ``chance`` maps task -> chance accuracy (drawn dotted); ``metric`` is one metric name or a
+    task -> metric mapping (e.g. pass@1 for HumanEval). Every evaluation point of every run is
+    drawn. ``fits`` are the curves, e.g. ``analysis.grid_fits.fit_accuracy_curves`` of the same
+    table (sigmoids in log-compute, or the two-step OLMo-ladder form); without them the panels
+    hold the points alone.
     """
     check_table(df)
-    if resample not in ("runs", "points"):
-        raise ValueError(f"resample must be 'runs' or 'points', got {resample!r}")
-    metric_of = metric.get if isinstance(metric, Mapping) else (lambda t: metric)
-    if tasks is None:
-        pairs = set(zip(df["task"], df["metric"]))
-        present = [t for t in dict.fromkeys(df["task"]) if (t, metric_of(t)) in pairs]
-        tasks = [t for t in chance if t in present] + [t for t in present if t not in chance]
-    if len(tasks) == 0:
-        raise ValueError("no tasks to plot: pass tasks=[...] or a chance mapping naming them")
-    missing = [t for t in tasks if t not in chance]
-    if missing:
-        raise ValueError(f"no chance level for task(s) {missing}; add them to `chance` "
-                         "(e.g. 0.25 for 4-way multiple choice, 0.0 for generation tasks)")
-    panels = {t: _select(df, t, metric_of(t)) for t in tasks}
+    tasks, metric_of = resolve_tasks(df, chance, tasks, metric)
+    panels = {t: select(df, t, metric_of(t)) for t in tasks}
 
     ncols = min(ncols, len(tasks))
     nrows = -(-len(tasks) // ncols)
     width = PAGE_WIDTH_IN if ncols > 1 else COLUMN_WIDTH_IN
+    drawn = []
     with rc_context(STYLE):
         fig = _new_figure(width, 1.85 * nrows + 0.35)
         axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
@@ -210,76 +162,56 @@ def plot_task_scaling(df: pd.DataFrame, chance: Mapping[str, float], *, tasks=No
             fig.delaxes(ax)
         for i, (ax, task) in enumerate(zip(axes, tasks)):
             rows = panels[task]
-            for objective in _objectives(rows):
+            for objective in objectives_in(rows):
                 style = OBJECTIVE_STYLE[objective]
                 pts = rows[rows["objective"] == objective].sort_values("flops", kind="stable")
                 x, y = pts["flops"].to_numpy(float), pts["value"].to_numpy(float)
                 ax.plot(x, y, linestyle="none", marker=style["marker"], color=style["color"],
                         markeredgecolor="white", markeredgewidth=0.4, alpha=0.9,
                         gid=f"points-{objective}")
-                if fit:
-                    extra = {} if task_loss_metric is None else {
-                        "task_loss": _task_loss(df, pts, task, task_loss_metric)}
-                    boot = _bootstrap(
-                        fit_accuracy, x, y, chance=float(chance[task]), max_score=max_score, **extra,
-                        n_resamples=n_resamples, confidence=confidence, seed=seed,
-                        groups=pts["run_id"].to_numpy() if resample == "runs" else None,
-                        where=f"task {task!r}, objective {objective!r}", bootstrap=bootstrap)
-                    _draw_fit(ax, boot, _fit_grid(x), style, objective)
+                if fits is not None:
+                    drawn.append(_fit_of(fits, task, metric_of(task), objective))
+                    _draw_fit(ax, drawn[-1], _fit_grid(x), style, objective)
             ax.axhline(chance[task], color="0.45", linestyle=":", linewidth=0.9, gid="chance")
             _log_x_axis(ax, label=FLOPS_LABEL if i >= len(tasks) - ncols else None)
             ax.yaxis.set_major_formatter(_percent_formatter(max_score))
             ax.set_title(_title(task))
             if i % ncols == 0:
                 ax.set_ylabel("Accuracy")
-        handles = _objective_handles(_objectives(df), fit) + [
+        handles = _objective_handles(objectives_in(df), fits is not None) + [
             Line2D([], [], color="0.45", linestyle=":", label="Chance")]
-        if fit:
+        if fits is not None:
             handles.append(Patch(facecolor="0.5", alpha=0.3, linewidth=0,
-                                 label=f"{confidence:.0%} bootstrap band"))
+                                 label=f"{drawn[0].confidence:.0%} bootstrap band"))
         fig.legend(handles=handles, loc="outside upper center", ncols=len(handles), frameon=False)
     if out is not None:
         save_figure(fig, out)
     return fig
 
 
-def _task_loss(df: pd.DataFrame, pts: pd.DataFrame, task: str, metric: str) -> np.ndarray:
-    """The task loss logged at the same (run, evaluation) as each accuracy point."""
-    losses = _select(df, task, metric).set_index(["run_id", "flops"])["value"]
-    if losses.index.duplicated().any():
-        raise ValueError(f"task {task!r}: {metric!r} has several rows for one run and evaluation; "
-                         "keep one value per (run_id, flops)")
-    keys = pd.MultiIndex.from_arrays([pts["run_id"], pts["flops"]])
-    matched = losses.reindex(keys)
-    if matched.isna().any():
-        runs = sorted(map(str, pts.loc[matched.isna().to_numpy(), "run_id"].unique()))
-        raise ValueError(f"task {task!r}: {metric!r} is missing at {int(matched.isna().sum())} "
-                         f"accuracy point(s) (runs {runs[:5]}); log it at every evaluation")
-    return matched.to_numpy(float)
-
-
 # ---------------------------------------------------------------------------------------------
 # loss against compute, with the compute multiplier
 # ---------------------------------------------------------------------------------------------
-def plot_loss_vs_compute(df: pd.DataFrame, *, task: str = "validation", metric: str = "loss",
-                         fit: bool = True, n_resamples: int = 200, confidence: float = 0.9,
-                         seed: int = 0, multiplier_level: float | None = None,
-                         bootstrap: Callable = bootstrap_fit,
+def plot_loss_vs_compute(df: pd.DataFrame, *, task: str = VALIDATION, metric: str = "loss",
+                         fits: Mapping[tuple[str, str, str], BootstrapFit] | None = None,
+                         multiplier_level: float | None = None,
                          out: str | Path | None = None) -> Figure:
     """Loss curves of every run against FLOPs; a power law through each objective's frontier.
 
-    Thin lines are runs (all their evaluation points), markers their final evaluations. With
-    both objectives fitted the panel states the compute multiplier C_MDM / C_ARM at
-    ``multiplier_level`` (default: ``analysis.fits.multiplier_level``, the worse of the two
-    objectives' fitted losses at their largest budgets) with its interval.
+    Thin lines are runs (all their evaluation points), markers their final evaluations. ``fits``
+    are the frontier power laws, e.g. ``analysis.grid_fits.fit_loss_frontiers`` of the same table;
+    without them the panel holds the runs alone. With both objectives fitted the panel states the
+    compute multiplier C_MDM / C_ARM at ``multiplier_level`` (default:
+    ``analysis.fits.multiplier_level``, the worse of the two objectives' fitted losses at their
+    largest budgets) with its interval.
     """
     check_table(df)
-    rows = _select(df, task, metric)
+    rows = select(df, task, metric)
     with rc_context(STYLE):
         fig = _new_figure(COLUMN_WIDTH_IN, 2.6)
         ax = fig.subplots()
         boots = {}
-        for objective in _objectives(rows):
+        for objective in objectives_in(rows):
             style = OBJECTIVE_STYLE[objective]
             pts = rows[rows["objective"] == objective]
             for _, run in pts.sort_values("flops", kind="stable").groupby("run_id", sort=False):
@@ -289,20 +221,16 @@ def plot_loss_vs_compute(df: pd.DataFrame, *, task: str = "validation", metric: 
             ax.plot(final["flops"], final["value"], linestyle="none", marker=style["marker"],
                     color=style["color"], markeredgecolor="white", markeredgewidth=0.4,
                     gid=f"points-{objective}")
-            if fit:
-                boots[objective] = _bootstrap(
-                    fit_loss_frontier, final["flops"].to_numpy(float),
-                    final["non_embedding_params"].to_numpy(float), final["value"].to_numpy(float),
-                    budget=final["flops_budget"].to_numpy(float),
-                    n_resamples=n_resamples, confidence=confidence, seed=seed,
-                    where=f"{task}/{metric}, objective {objective!r}", bootstrap=bootstrap)
+            if fits is not None:
+                boots[objective] = _fit_of(fits, task, metric, objective)
                 _draw_fit(ax, boots[objective], _fit_grid(final["flops"].to_numpy(float)), style,
                           objective)
-        if {"arm", "mdm"} <= set(boots):
+        if set(OBJECTIVES) <= set(boots):
             _annotate_multiplier(ax, boots, rows, multiplier_level)
         _log_x_axis(ax)
         ax.set_ylabel(_loss_label(task, metric))
-        ax.legend(handles=_objective_handles(_objectives(rows), fit), frameon=False, loc="upper right")
+        ax.legend(handles=_objective_handles(objectives_in(rows), fits is not None), frameon=False,
+                  loc="upper right")
     if out is not None:
         save_figure(fig, out)
     return fig
@@ -314,13 +242,13 @@ def _loss_label(task: str, metric: str) -> str:
 
 def _annotate_multiplier(ax, boots, rows, level) -> None:
     if level is None:
-        level = multiplier_level({o: boots[o].fit for o in ("arm", "mdm")}, largest_compute(rows))
+        level = multiplier_level({o: boots[o].fit for o in OBJECTIVES}, largest_compute(rows))
     try:
-        estimate, (low, high) = compute_multiplier_interval(boots["mdm"], boots["arm"], level)
+        estimate, (low, high) = compute_multiplier_interval(boots[MDM], boots[ARM], level)
     except ValueError:
         return  # the level is beyond one fit's irreducible loss: no multiplier to state
     high_text = "\u221e" if not np.isfinite(high) else f"{high:.3g}"
-    confidence = boots["arm"].confidence
+    confidence = boots[ARM].confidence
     ax.axhline(level, color="0.6", linewidth=0.6, linestyle="--", gid="multiplier-level")
     ax.text(0.97, 0.8, f"MDM needs {estimate:.3g}\u00d7 the compute\nof ARM to reach loss "
             f"{level:.3g}\n({confidence:.0%} CI {low:.3g}\u2013{high_text})",
@@ -347,67 +275,19 @@ def _format_flops(c: float) -> str:
     return rf"${mantissa:.2g}\times10^{{{exponent}}}$"
 
 
-def isoflop_minima(df: pd.DataFrame, *, task: str = "validation",
-                   metric: str = "loss") -> pd.DataFrame:
-    """Per objective and budget, the loss-minimising size: the vertex of a parabola in log N
-    (Hoffmann et al. Approach 2) where the slice has 3+ sizes and is convex, else the best run;
-    with it the tokens D* = C / 6N* that size trains on at the budget.
-
-    A vertex further outside the sizes trained than the slice's own span (in log N) is not kept: a
-    slice whose loss only rises with N is nearly straight, and its parabola puts the vertex decades
-    away (a fraction of one parameter on a real ladder). The best run, a bound, stands in for it.
-    """
-    from models.config import FLOPS_PER_PARAM_PER_TOKEN
-
-    check_table(df)
-    final = final_points(_select(df, task, metric))
-    records = []
-    for (objective, budget), sl in final.groupby(["objective", "flops_budget"], sort=True):
-        n, y = sl["non_embedding_params"].to_numpy(float), sl["value"].to_numpy(float)
-        record = (float(n[np.argmin(y)]), float(y.min()), "best run")
-        try:
-            parabola = fit_isoflop(n, y)
-        except ValueError:
-            parabola = None
-        if parabola is not None and _vertex_near(parabola.optimal_params, n):
-            record = (parabola.optimal_params, parabola.optimal_loss, "parabola")
-        records.append({"objective": objective, "flops_budget": float(budget),
-                        "optimal_params": record[0],
-                        "optimal_tokens": float(budget) / (FLOPS_PER_PARAM_PER_TOKEN * record[0]),
-                        "optimal_loss": record[1],
-                        "method": record[2], "n_sizes": int(np.unique(n).size),
-                        "inside_sizes": bool(n.min() <= record[0] <= n.max())})
-    return pd.DataFrame.from_records(records)
-
-
-def _vertex_near(vertex: float, sizes: np.ndarray) -> bool:
-    """Whether ``vertex`` lies within one slice span (in log N) of the sizes trained."""
-    low, high = np.log10(sizes.min()), np.log10(sizes.max())
-    return low - (high - low) <= np.log10(vertex) <= high + (high - low)
-
-
-def allocation_points(minima: pd.DataFrame, objective: str) -> pd.DataFrame:
-    """The optima an allocation fit uses: parabola vertices inside the sizes trained.
-
-    A vertex beyond the smallest or largest size is an extrapolation of a parabola and a "best run"
-    is only a bound on the optimum; neither locates N*.
-    """
-    rows = minima[minima["objective"] == objective]
-    return rows[(rows["method"] == "parabola") & rows["inside_sizes"]].sort_values("flops_budget", kind="stable")
-
-
 def plot_allocation(minima: pd.DataFrame, fits: Mapping[str, object],
                     out: str | Path | None = None) -> Figure:
     """N*(C) and D*(C) = C / 6N* against compute, per objective (Hoffmann et al. 2022, Fig. 3).
 
-    Filled markers are the optima the fits use (``allocation_points``); hollow ones are the other
-    slices' minima (an extrapolated vertex or the best run). ``fits`` maps an objective to its
-    ``analysis.fits.AllocationFit``, drawn as a line with its exponent in the legend.
+    Filled markers are the optima the fits use (``analysis.optimal_allocation.allocation_points``);
+    hollow ones are the other slices' minima (an extrapolated vertex or the best run). ``fits`` maps
+    an objective to its ``analysis.fits.AllocationFit``, drawn as a line with its exponent in the
+    legend.
     """
     with rc_context(STYLE):
         fig = _new_figure(PAGE_WIDTH_IN, 2.4)
         axes = fig.subplots(1, 2)
-        for objective in [o for o in OBJECTIVE_STYLE if (minima["objective"] == o).any()]:
+        for objective in objectives_in(minima):
             style = OBJECTIVE_STYLE[objective]
             rows = minima[minima["objective"] == objective]
             used = allocation_points(minima, objective)
@@ -437,20 +317,20 @@ def plot_allocation(minima: pd.DataFrame, fits: Mapping[str, object],
     return fig
 
 
-def plot_isoflop(df: pd.DataFrame, *, task: str = "validation", metric: str = "loss",
+def plot_isoflop(df: pd.DataFrame, *, task: str = VALIDATION, metric: str = "loss",
                  out: str | Path | None = None) -> Figure:
     """Loss vs non-embedding parameters, one curve per budget and one panel per objective.
 
     Each run's final evaluation is a point; slices with 3+ sizes get their parabola in log N, and
-    every slice's minimum (``isoflop_minima``) is marked with a star.
+    every slice's minimum (``analysis.optimal_allocation.isoflop_minima``) is marked with a star.
     """
     check_table(df)
-    final = final_points(_select(df, task, metric))
+    final = final_points(select(df, task, metric))
     if final.groupby(["objective", "flops_budget"])["non_embedding_params"].nunique().max() < 2:
         raise ValueError("no IsoFLOP slice to draw: every budget has a single model size; "
                          "IsoFLOP curves need several sizes trained at the same budget")
     minima = isoflop_minima(df, task=task, metric=metric)
-    objectives = _objectives(final)
+    objectives = objectives_in(final)
     budgets = np.sort(final["flops_budget"].unique())
     with rc_context(STYLE):
         fig = _new_figure(min(COLUMN_WIDTH_IN * len(objectives), PAGE_WIDTH_IN), 2.5)

@@ -25,6 +25,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import optimize
 
+from models.flops import FLOPS_PER_PARAM_PER_TOKEN
+
 HUBER_DELTA = 1e-3
 LOSS, ACCURACY = "loss", "accuracy"
 
@@ -246,8 +248,8 @@ class ChinchillaFit:
     def optimal_allocation(self, C) -> tuple[np.ndarray, np.ndarray]:
         """Compute-optimal (N*, D*) for training compute C = 6ND."""
         C = np.asarray(C, dtype=float)
-        N = self.G * (C / 6.0) ** self.params_exponent
-        return N, C / (6.0 * N)
+        N = self.G * (C / FLOPS_PER_PARAM_PER_TOKEN) ** self.params_exponent
+        return N, C / (FLOPS_PER_PARAM_PER_TOKEN * N)
 
     def optimal_loss(self, C) -> np.ndarray:
         return self.predict(*self.optimal_allocation(C))
@@ -261,7 +263,7 @@ class ChinchillaFit:
             return np.inf
         k = self.A * self.G ** (-self.alpha) + self.B * self.G**self.beta
         gamma = self.alpha * self.beta / (self.alpha + self.beta)
-        return float(6.0 * (k / (level - self.E)) ** (1.0 / gamma))
+        return float(FLOPS_PER_PARAM_PER_TOKEN * (k / (level - self.E)) ** (1.0 / gamma))
 
     def compute_for(self, level: float) -> float:
         """Compute at which the compute-optimal model reaches loss ``level`` (needs level > E)."""
@@ -368,8 +370,6 @@ class AllocationFit:
         return self.coefficient * np.asarray(C, dtype=float) ** self.exponent
 
     def optimal_tokens(self, C) -> np.ndarray:
-        from models.config import FLOPS_PER_PARAM_PER_TOKEN
-
         C = np.asarray(C, dtype=float)
         return C / (FLOPS_PER_PARAM_PER_TOKEN * self.optimal_params(C))
 

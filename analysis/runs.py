@@ -1,16 +1,18 @@
 """Read a grid's runs from MLflow into tidy tables for fitting and plotting.
 
-What the training jobs record (``studies/tracking.py``, ``studies/run.py``,
-``studies/tasks/callback.py``): one MLflow experiment per grid; a parent run per launch (tag
-``kind=launch``) and one child run per job, tagged with its objective, model, seed,
-non-embedding parameter count N, FLOP budget and realised FLOPs. Downstream scores are logged as
-``eval/{task}/{metric}`` at evaluation points, with ``eval/flops_seen`` (C = 6 N D at that point,
-LLaDA Sec. 3.1) at the same step; losses as ``train/loss`` and ``val/loss`` next to
-``train/flops_seen``; the end of a run as ``final/val_loss`` and ``final/flops``.
+What the training jobs record (``studies/tracking/``, ``studies/run.py``,
+``studies/tasks/eval_callback.py``; the names are those of ``models/metric_names.py``): one MLflow
+experiment per grid; a parent run per launch (tag ``kind=launch``) and one child run per job,
+tagged with its objective, model, seed, non-embedding parameter count N, FLOP budget and realised
+FLOPs. Downstream scores are logged as ``eval/{task}/{metric}`` at evaluation points, with
+``eval/flops_seen`` (C = 6 N D at that point, LLaDA Sec. 3.1) at the same step; losses as
+``train/loss`` and ``val/loss`` next to ``train/flops_seen``; the end of a run as
+``final/val_loss`` and ``final/flops``.
 
-``load_grid`` turns that into
-- ``scores``: one row per (run, evaluation point, task, metric), the input of ``analysis.figures``
-  and ``analysis.fits``; validation loss is the task ``"validation"``, metric ``"loss"``;
+``load_grid_runs`` turns that into
+- ``scores``: one row per (run, evaluation point, task, metric), the results table of
+  ``analysis.results_table`` that ``analysis.grid_fits`` and ``analysis.figures`` read; validation
+  loss is the task ``"validation"``, metric ``"loss"``;
 - ``curves``: train and validation loss against FLOPs, for every logged step;
 - ``runs``: one row per job run with its status and whether (and why not) it was used;
 - ``excluded``: a count of everything left out, and why. Nothing is dropped without a line here.
@@ -30,9 +32,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from models.flops import FLOPS_PER_PARAM_PER_TOKEN
+from models.metric_names import (EVAL_FLOPS_SEEN, EVAL_ITEMS, EVAL_PREFIX, EVAL_TOKENS_SEEN, FINAL_FLOPS,
+                                 FINAL_VAL_LOSS, FLOPS, FLOPS_BUDGET, GRID, KIND, LAUNCH_KIND, LOSS_METRICS,
+                                 MODEL, NON_EMBEDDING_PARAMS, OBJECTIVE, ROLE, RUN_KEY, SEED, TRAIN_FLOPS_SEEN,
+                                 TRAIN_TOKENS_SEEN, VAL_LOSS)
+from models.objective_names import OBJECTIVES
+
 VALIDATION = "validation"
-EVAL_PREFIX = "eval/"
-LOSS_METRICS = ("train/loss", "val/loss")
 STATUSES = ("FINISHED", "RUNNING", "FAILED", "KILLED", "SCHEDULED")
 RUN_COLUMNS = ("run_id", "run_name", "run_key", "status", "objective", "model", "seed",
                "non_embedding_params", "flops_budget", "budget_source", "n_scores", "used", "reason")
@@ -91,22 +98,8 @@ def runs_missing_from_tracking(data: GridRuns, runs_dir: str | Path) -> list[str
     return missing
 
 
-def final_points(rows: pd.DataFrame) -> pd.DataFrame:
-    """The last evaluation of every run (its largest flops), in the order the runs appear in ``rows``.
-
-    ``load_grid`` orders the scores by what the runs are; grouping by the (random) run id would
-    reorder them, and a seeded bootstrap over the points would then draw other runs on every load.
-    """
-    return rows.loc[rows.groupby("run_id", sort=False)["flops"].idxmax()]
-
-
-def largest_compute(rows: pd.DataFrame, objectives=("arm", "mdm")) -> dict[str, float]:
-    """Each objective's largest training compute among ``rows``: where its fit is read for its best level."""
-    return {o: float(rows.loc[rows["objective"] == o, "flops"].max()) for o in objectives}
-
-
 def _masked(uri: str) -> str:
-    from studies.tracking import mask_uri
+    from studies.credentials import mask_uri
 
     return mask_uri(uri)
 
@@ -156,7 +149,7 @@ def _find_experiment(client, name: str, uri: str):
 
 def latest_launch_run(client, experiment_id: str) -> str | None:
     """Run id of the most recent launch (parent run) of the experiment, or None."""
-    found = client.search_runs([experiment_id], filter_string="tags.kind = 'launch'",
+    found = client.search_runs([experiment_id], filter_string=f"tags.{KIND} = '{LAUNCH_KIND}'",
                                order_by=["attributes.start_time DESC"], max_results=1)
     return found[0].info.run_id if found else None
 
@@ -190,21 +183,21 @@ def _run_identity(run, latest: dict[str, float]) -> dict:
     """Tags of a job run with N and the budget filled in where the tags hold none (ad-hoc runs
     launched without the planner): N = FLOPs / (6 tokens), the budget = the realised FLOPs."""
     tags = run.data.tags
-    n = _tag_float(tags, "non_embedding_params")
+    n = _tag_float(tags, NON_EMBEDDING_PARAMS)
     if math.isnan(n):
-        for flops, tokens in (("eval/flops_seen", "eval/tokens_seen"), ("train/flops_seen", "train/tokens_seen")):
+        for flops, tokens in ((EVAL_FLOPS_SEEN, EVAL_TOKENS_SEEN), (TRAIN_FLOPS_SEEN, TRAIN_TOKENS_SEEN)):
             if latest.get(tokens, 0) > 0 and latest.get(flops, 0) > 0:
-                n = float(round(latest[flops] / (6.0 * latest[tokens])))
+                n = float(round(latest[flops] / (FLOPS_PER_PARAM_PER_TOKEN * latest[tokens])))
                 break
-    budget, source = _tag_float(tags, "flops_budget"), "tag flops_budget"
-    for fallback, name in ((_tag_float(tags, "flops"), "tag flops"),
-                           (latest.get("final/flops", math.nan), "final/flops")):
+    budget, source = _tag_float(tags, FLOPS_BUDGET), f"tag {FLOPS_BUDGET}"
+    for fallback, name in ((_tag_float(tags, FLOPS), f"tag {FLOPS}"),
+                           (latest.get(FINAL_FLOPS, math.nan), FINAL_FLOPS)):
         if math.isnan(budget) and fallback > 0:
-            budget, source = float(fallback), f"{name} (no flops_budget tag)"
-    seed = tags.get("seed", "")
+            budget, source = float(fallback), f"{name} (no {FLOPS_BUDGET} tag)"
+    seed = tags.get(SEED, "")
     return {
-        "run_id": run.info.run_id, "run_name": run.info.run_name or "", "run_key": tags.get("run_key", ""),
-        "status": run.info.status, "objective": tags.get("objective", ""), "model": tags.get("model", ""),
+        "run_id": run.info.run_id, "run_name": run.info.run_name or "", "run_key": tags.get(RUN_KEY, ""),
+        "status": run.info.status, "objective": tags.get(OBJECTIVE, ""), "model": tags.get(MODEL, ""),
         "seed": int(seed) if seed.lstrip("-").isdigit() else -1, "non_embedding_params": n,
         "flops_budget": budget, "budget_source": source if math.isfinite(budget) else "none",
     }
@@ -234,7 +227,7 @@ class _Exclusions:
 def _tokens(logged: float, flops: float, identity: dict) -> float:
     """Tokens seen: the logged counter, else D = C / (6 N) (the last step has FLOPs only)."""
     n = identity["non_embedding_params"]
-    return float(logged) if np.isfinite(logged) or not n > 0 else flops / (6.0 * n)
+    return float(logged) if np.isfinite(logged) or not n > 0 else flops / (FLOPS_PER_PARAM_PER_TOKEN * n)
 
 
 def _score_rows(client, identity: dict, latest: dict, grid: str) -> list[dict]:
@@ -245,19 +238,19 @@ def _score_rows(client, identity: dict, latest: dict, grid: str) -> list[dict]:
     base["grid"] = grid
     rows = []
     eval_keys = sorted(k for k in latest if k.startswith(EVAL_PREFIX) and k.count("/") == 2
-                       and not k.endswith("/n"))
+                       and not k.endswith("/" + EVAL_ITEMS))
     if eval_keys:
-        flops, tokens = _history(client, run_id, "eval/flops_seen"), _history(client, run_id, "eval/tokens_seen")
+        flops, tokens = _history(client, run_id, EVAL_FLOPS_SEEN), _history(client, run_id, EVAL_TOKENS_SEEN)
         for key in eval_keys:
             _, task, metric = key.split("/")
             history = _history(client, run_id, key)
             for step, value in history.items():
                 rows.append({**base, "task": task, "metric": metric, "value": value, "step": int(step),
                              "flops": flops.get(step, math.nan), "tokens": tokens.get(step, math.nan)})
-    if "val/loss" in latest or "final/val_loss" in latest:
-        val = _history(client, run_id, "val/loss")
-        train_flops, train_tokens = (_history(client, run_id, k) for k in ("train/flops_seen", "train/tokens_seen"))
-        final_flops, final_loss = (_history(client, run_id, k) for k in ("final/flops", "final/val_loss"))
+    if VAL_LOSS in latest or FINAL_VAL_LOSS in latest:
+        val = _history(client, run_id, VAL_LOSS)
+        train_flops, train_tokens = (_history(client, run_id, k) for k in (TRAIN_FLOPS_SEEN, TRAIN_TOKENS_SEEN))
+        final_flops, final_loss = (_history(client, run_id, k) for k in (FINAL_FLOPS, FINAL_VAL_LOSS))
         # the evaluation after training is logged as both val/loss and final/val_loss at the last step
         val = pd.concat([val.drop(final_loss.index, errors="ignore"), final_loss]).sort_index()
         flops_at = _at_steps(train_flops, val.index)
@@ -273,8 +266,8 @@ def _curve_rows(client, identity: dict, latest: dict) -> list[dict]:
     run_id = identity["run_id"]
     base = {k: identity[k] for k in ("run_id", "objective", "model", "non_embedding_params",
                                      "flops_budget", "seed", "status")}
-    train_flops, train_tokens = (_history(client, run_id, k) for k in ("train/flops_seen", "train/tokens_seen"))
-    final_flops = _history(client, run_id, "final/flops")
+    train_flops, train_tokens = (_history(client, run_id, k) for k in (TRAIN_FLOPS_SEEN, TRAIN_TOKENS_SEEN))
+    final_flops = _history(client, run_id, FINAL_FLOPS)
     rows = []
     for key in LOSS_METRICS:
         if key not in latest:
@@ -311,7 +304,7 @@ def _clean_scores(scores: pd.DataFrame, skip: _Exclusions) -> pd.DataFrame:
     return scores[keep]
 
 
-def load_grid(grid: str, *, tracking_uri: str | None = None, runs_dir: str | Path = "runs",
+def load_grid_runs(grid: str, *, tracking_uri: str | None = None, runs_dir: str | Path = "runs",
               experiment: str | None = None, statuses=("FINISHED",)) -> GridRuns:
     """Read every job run of ``grid`` and return its tidy tables.
 
@@ -341,19 +334,20 @@ def load_grid(grid: str, *, tracking_uri: str | None = None, runs_dir: str | Pat
     identities, scores, curves = [], [], []
     for run in all_runs:
         tags = run.data.tags
-        if tags.get("kind") == "launch":
+        if tags.get(KIND) == LAUNCH_KIND:
             continue  # a launch's parent run holds no measurements
-        if tags.get("role") == "trunk":
+        if tags.get(ROLE) == "trunk":
             continue  # a branched grid's shared stable phase; its branches are the grid's runs
         latest = dict(run.data.metrics)
         identity = _run_identity(run, latest)
         reason = None
-        if identity["objective"] not in ("arm", "mdm"):
-            reason = f"runs without an objective tag of arm/mdm (got {identity['objective'] or 'none'!r})"
+        if identity["objective"] not in OBJECTIVES:
+            reason = (f"runs without an {OBJECTIVE} tag of {'/'.join(OBJECTIVES)} "
+                      f"(got {identity['objective'] or 'none'!r})")
         elif run.info.status not in statuses:
             reason = f"runs with status {run.info.status} (used: {'/'.join(statuses)})"
-        if tags.get("grid", grid) != grid:
-            reason = f"runs of another grid ({tags['grid']!r}) in the experiment"
+        if tags.get(GRID, grid) != grid:
+            reason = f"runs of another grid ({tags[GRID]!r}) in the experiment"
         rows = [] if reason else _score_rows(client, identity, latest, grid)
         if not reason and not rows:
             reason = "runs without any eval/ or validation-loss metrics"
@@ -391,5 +385,5 @@ def load_grid(grid: str, *, tracking_uri: str | None = None, runs_dir: str | Pat
     )
 
 
-__all__ = ["GridRuns", "load_grid", "latest_launch_run", "chance_levels", "primary_metric",
+__all__ = ["GridRuns", "load_grid_runs", "latest_launch_run", "chance_levels", "primary_metric",
            "resolve_uri", "VALIDATION"]

@@ -163,32 +163,4 @@ def from_dict(values: dict) -> ModelConfig:
     return ModelConfig(**{k: v for k, v in values.items() if k in fields})
 
 
-FLOPS_PER_PARAM_PER_TOKEN = 6  # forward 2 + backward 4 (Kaplan et al. 2020, C = 6ND)
-
-
-def attention_flops_per_token(n_layers: int, seq_len: int, d_model: int) -> int:
-    """Attention scores (QK^T) and values (AV), forward and backward: 12 n_layers L d_model.
-
-    PaLM's MFU accounting (Chowdhery et al. 2022, App. B), counted for a full L x L attention
-    matrix: the nominal cost of a causal ARM kernel and the cost of a bidirectional MDM alike.
-    """
-    return 12 * n_layers * seq_len * d_model
-
-
-def training_flops_per_token(config: ModelConfig) -> float:
-    """6 N: forward and backward FLOPs per training token with N = non-embedding parameters.
-
-    This is the accounting of the scaling study (C = 6 N D, LLaDA Sec. 3.1; Kaplan et al. 2020)
-    and the only count used to match budgets between runs.
-    """
-    return float(FLOPS_PER_PARAM_PER_TOKEN * config.non_embedding_params)
-
-
-def model_flops_per_token(config: ModelConfig, seq_len: int) -> float:
-    """6 N + 12 n_layers L d_model: the attention-inclusive count of PaLM's MFU, for throughput
-    and MFU only, never for matching budgets."""
-    return training_flops_per_token(config) + attention_flops_per_token(config.n_layers, seq_len, config.d_model)
-
-__all__ = ["ModelConfig", "PRESETS", "preset", "preset_names", "from_dict", "validate",
-           "training_flops_per_token", "model_flops_per_token",
-           "attention_flops_per_token", "FLOPS_PER_PARAM_PER_TOKEN"]
+__all__ = ["ModelConfig", "PRESETS", "preset", "preset_names", "from_dict", "validate"]

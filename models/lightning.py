@@ -17,15 +17,15 @@ import time
 import lightning as L
 import torch
 
-from models.config import ModelConfig, from_dict, model_flops_per_token, training_flops_per_token
+from models import metric_names as metric
+from models.config import ModelConfig, from_dict
+from models.flops import model_flops_per_token, training_flops_per_token
+from models.objective_names import ARM, MDM, check_attention
 from models.objectives import (arm_linear_loss, arm_loss, mdm_forward_process, mdm_linear_loss, mdm_loss,
                                sft_response_mask)
 from models.recipe import MDMConfig, OptimConfig, ScheduleConfig, lr_multiplier
 from models.transformer import Transformer
 from models.parallelize import Parallelism, parallelize
-
-OBJECTIVES = ("arm", "mdm")
-
 
 def _mix_seed(*parts: int) -> int:
     """A 63-bit seed from integers (splitmix-style), stable across processes and Python versions."""
@@ -58,15 +58,9 @@ class LanguageModel(L.LightningModule):
         loss_chunk_size: int = 0,
     ):
         super().__init__()
-        if objective not in OBJECTIVES:
-            raise ValueError(f"objective must be one of {OBJECTIVES}, got {objective!r}")
         config = from_dict(model) if isinstance(model, dict) else model
-        if config.causal != (objective == "arm"):
-            raise ValueError(
-                f"objective {objective!r} needs a {'causal' if objective == 'arm' else 'bidirectional'} "
-                f"model; set model.causal={objective == 'arm'}"
-            )
-        if objective == "mdm" and (mask_id is None or not 0 <= mask_id < config.vocab_size):
+        check_attention(objective, config.causal)
+        if objective == MDM and (mask_id is None or not 0 <= mask_id < config.vocab_size):
             raise ValueError(f"MDM needs a mask token id inside the vocabulary (0..{config.vocab_size - 1}), got {mask_id}")
         if loss_chunk_size < 0:
             raise ValueError(f"loss_chunk_size must be 0 (no chunks) or a number of rows, got {loss_chunk_size}")
@@ -113,7 +107,7 @@ class LanguageModel(L.LightningModule):
         prompt_lengths = batch.get("prompt_lengths")
         response = None if prompt_lengths is None else sft_response_mask(prompt_lengths, tokens.shape[1])
         chunk_size = self.loss_chunk_size
-        if self.objective == "arm":
+        if self.objective == ARM:
             if chunk_size:
                 return arm_linear_loss(self.model.hidden_states(tokens), self.model.output.weight, tokens,
                                        target_mask=response, chunk_size=chunk_size)
@@ -149,12 +143,12 @@ class LanguageModel(L.LightningModule):
         # the last part was the rank: at 0, a single process draws the masks it drew before
         generator = self._generator(0, self.global_step, self.global_micro_batch(batch_idx), 0)
         loss = self.loss(batch, generator)
-        self.log("train/loss", loss, prog_bar=True)
+        self.log(metric.TRAIN_LOSS, loss, prog_bar=True)
         if self._logged_step():
             tokens_seen = (self.global_step + 1) * self.tokens_per_step
-            self.log("train/lr", self.trainer.optimizers[0].param_groups[0]["lr"])
-            self.log("train/tokens_seen", float(tokens_seen))
-            self.log("train/flops_seen", training_flops_per_token(self.config) * tokens_seen)
+            self.log(metric.TRAIN_LR, self.trainer.optimizers[0].param_groups[0]["lr"])
+            self.log(metric.TRAIN_TOKENS_SEEN, float(tokens_seen))
+            self.log(metric.TRAIN_FLOPS_SEEN, training_flops_per_token(self.config) * tokens_seen)
         return loss
 
     def _logged_step(self) -> bool:
@@ -174,10 +168,15 @@ class LanguageModel(L.LightningModule):
             norm = torch.nn.utils.get_total_norm(grads)
             if hasattr(norm, "full_tensor"):  # FSDP2: a norm over local shards, reduced over ranks
                 norm = norm.full_tensor()
-            self.log("train/grad_norm", norm)
+            self.log(metric.TRAIN_GRAD_NORM, norm)
 
     def on_train_batch_end(self, outputs, batch, batch_idx) -> None:
-        """Throughput (tokens/s) and MFU over each logging interval of optimizer steps."""
+        """Throughput (tokens/s) and MFU over each logging interval of optimizer steps.
+
+        Lightning's ``ThroughputMonitor`` is not used: it synchronises CUDA after every micro-batch,
+        takes the peak FLOP/s from its own table of chips (none on CPU) where this MFU uses the
+        cluster profile's peak that the planner's device-hour estimates use too, and counts samples
+        per micro-batch where tokens here follow from the optimizer step, exact across restarts."""
         step = self.global_step
         every = max(self.trainer.log_every_n_steps, 1)
         if step == self._last_log_step or step % every:
@@ -186,12 +185,12 @@ class LanguageModel(L.LightningModule):
         if self._last_log_time is not None:
             seconds = now - self._last_log_time
             tokens_per_second = (step - self._last_log_step) * self.tokens_per_step / max(seconds, 1e-9)
-            self.log("perf/tokens_per_s", tokens_per_second)
+            self.log(metric.TOKENS_PER_S, tokens_per_second)
             if self.peak_flops_per_second:
                 seq_len = batch["input_ids"].shape[1]
                 achieved = tokens_per_second * model_flops_per_token(self.config, seq_len)
                 world = self.trainer.world_size
-                self.log("perf/mfu", achieved / (self.peak_flops_per_second * world))
+                self.log(metric.MFU, achieved / (self.peak_flops_per_second * world))
         self._last_log_time = now
         self._last_log_step = step
 
@@ -201,7 +200,7 @@ class LanguageModel(L.LightningModule):
         losses are comparable across steps and across numbers of ranks."""
         generator = self._generator(1, int(batch.get("batch_index", batch_idx)), 0)
         loss = self.loss(batch, generator)
-        self.log("val/loss", loss, prog_bar=True, sync_dist=True, batch_size=batch["input_ids"].shape[0])
+        self.log(metric.VAL_LOSS, loss, prog_bar=True, sync_dist=True, batch_size=batch["input_ids"].shape[0])
         return loss
 
     # ------------------------------------------------------------ optimizer

@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from models.linear_cross_entropy import linear_cross_entropy
+from models.recipe import check_t_sampling
 
 
 IGNORE_INDEX = -100  # a target that scores nothing (F.cross_entropy's default ignore_index)
@@ -184,13 +185,12 @@ class MaskedBatch:
 
 def _draw_t(batch: int, t_sampling: str, device, generator: torch.Generator | None) -> torch.Tensor:
     """t [B], each U(0, 1): independent ("uniform") or (u + i) / B shuffled ("stratified")."""
+    check_t_sampling(t_sampling)
     if t_sampling == "uniform":
         return torch.rand(batch, device=device, generator=generator)
-    if t_sampling == "stratified":
-        offset = torch.rand(1, device=device, generator=generator)
-        order = torch.randperm(batch, device=device, generator=generator)
-        return (offset + order.to(offset.dtype)) / batch
-    raise ValueError(f"unknown mdm.t_sampling {t_sampling!r}; use uniform or stratified")
+    offset = torch.rand(1, device=device, generator=generator)  # stratified
+    order = torch.randperm(batch, device=device, generator=generator)
+    return (offset + order.to(offset.dtype)) / batch
 
 
 def mdm_forward_process(

@@ -52,6 +52,24 @@ class ScheduleConfig:
 
 SCHEDULE_KINDS = ("wsd", "cosine", "constant", "cooldown")
 COOLDOWN_SHAPES = ("linear", "1-sqrt")
+T_SAMPLINGS = ("uniform", "stratified")
+
+
+def check_schedule_names(schedule: ScheduleConfig) -> None:
+    """The schedule's kind and cooldown shape are ones ``lr_multiplier`` knows: checked at launch by
+    the run schema and again wherever a schedule is read."""
+    if schedule.kind not in SCHEDULE_KINDS:
+        raise ValueError(f"unknown schedule kind {schedule.kind!r}: schedule.kind must be one of "
+                         f"{', '.join(SCHEDULE_KINDS)}")
+    if schedule.cooldown_shape not in COOLDOWN_SHAPES:
+        raise ValueError(f"unknown schedule.cooldown_shape {schedule.cooldown_shape!r}: schedule.cooldown_shape "
+                         f"must be {' or '.join(COOLDOWN_SHAPES)}")
+
+
+def check_t_sampling(t_sampling: str) -> None:
+    if t_sampling not in T_SAMPLINGS:
+        raise ValueError(f"unknown mdm.t_sampling {t_sampling!r}: mdm.t_sampling must be "
+                         f"{' or '.join(T_SAMPLINGS)}")
 
 
 def cooldown_steps(total_steps: int, cooldown_fraction: float) -> int:
@@ -82,6 +100,7 @@ class MDMConfig:
 
 def lr_multiplier(step: int, total_steps: int, schedule: ScheduleConfig) -> float:
     """Learning rate at optimizer ``step`` (0-based) as a multiple of the peak learning rate."""
+    check_schedule_names(schedule)
     warmup = min(schedule.warmup_steps, int(schedule.max_warmup_fraction * total_steps))
     if warmup > 0 and step < warmup:
         return (step + 1) / warmup
@@ -100,21 +119,14 @@ def lr_multiplier(step: int, total_steps: int, schedule: ScheduleConfig) -> floa
         span = max(1.0 - schedule.decay_start, 1e-12)
         fraction = min((progress - schedule.decay_start) / span, 1.0)
         return schedule.drop_ratio + (schedule.final_ratio - schedule.drop_ratio) * fraction
-    if schedule.kind == "cooldown":
-        # Steps up to and including the branch point run at exactly the peak, so a run started from
-        # its trunk's checkpoint there (whose optimizer holds the trunk's rate) continues as one
-        # trained from scratch would.
-        length = cooldown_steps(total_steps, schedule.cooldown_fraction)
-        into = step - branch_point(total_steps, schedule.cooldown_fraction)
-        if length == 0 or into <= 0:
-            return 1.0
-        x = min(into / length, 1.0)
-        if schedule.cooldown_shape == "linear":
-            remaining = 1.0 - x
-        elif schedule.cooldown_shape == "1-sqrt":
-            remaining = 1.0 - math.sqrt(x)
-        else:
-            raise ValueError(f"unknown schedule.cooldown_shape {schedule.cooldown_shape!r}; use "
-                             f"{' or '.join(COOLDOWN_SHAPES)}")
-        return schedule.final_ratio + (1.0 - schedule.final_ratio) * remaining
-    raise ValueError(f"unknown schedule kind {schedule.kind!r}; use {', '.join(SCHEDULE_KINDS)}")
+    # cooldown, the one kind left (check_schedule_names admits no other).
+    # Steps up to and including the branch point run at exactly the peak, so a run started from
+    # its trunk's checkpoint there (whose optimizer holds the trunk's rate) continues as one
+    # trained from scratch would.
+    length = cooldown_steps(total_steps, schedule.cooldown_fraction)
+    into = step - branch_point(total_steps, schedule.cooldown_fraction)
+    if length == 0 or into <= 0:
+        return 1.0
+    x = min(into / length, 1.0)
+    remaining = 1.0 - x if schedule.cooldown_shape == "linear" else 1.0 - math.sqrt(x)  # or "1-sqrt"
+    return schedule.final_ratio + (1.0 - schedule.final_ratio) * remaining

@@ -4,6 +4,10 @@ Every section is a dataclass used as an OmegaConf structured config, so a YAML k
 override that does not exist in the schema is an error, not a silent default. The planner fills
 ``budget`` (tokens, steps, FLOPs); everything else comes from the grid's study config.
 
+A run's resolved config is its ``config.yaml`` (``CONFIG_FILE``) in the run folder: written by
+``config_yaml``, read back over the schema by ``load_run_config``, and found from one of the run's
+checkpoints by ``find_run_config``.
+
 This module imports no torch: the launcher's dry run builds and hashes these configs.
 """
 
@@ -13,12 +17,16 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, List, Optional, Sequence
 
+from omegaconf import DictConfig, OmegaConf
+
 from models.config import ModelConfig, preset
+from models.objective_names import ARM, check_attention
+from models.recipe import (MDMConfig, OptimConfig, ScheduleConfig, branch_point, check_schedule_names,
+                           check_t_sampling)
 from studies.credentials import check_no_credentials
-from models.recipe import COOLDOWN_SHAPES, SCHEDULE_KINDS, MDMConfig, OptimConfig, ScheduleConfig, branch_point
 from studies.data.config import DataConfig
 
-OBJECTIVES = ("arm", "mdm")
+CONFIG_FILE = "config.yaml"  # a run's resolved config, in its out_dir
 STRATEGIES = ("auto", "ddp", "fsdp2")
 FSDP2_PRECISIONS = ("32-true", "bf16-mixed", "bf16-true")  # bf16-mixed: FSDP2's policy (studies/strategy.py)
 
@@ -138,7 +146,7 @@ class RunConfig(StudyConfig):
 
     grid: str = "adhoc"
     name: str = "run"
-    objective: str = "arm"
+    objective: str = ARM
     seed: int = 0
     out_dir: str = "runs/adhoc/run"
     model: ModelConfig = field(default_factory=lambda: preset("tiny"))
@@ -202,16 +210,40 @@ def result_determining(config: dict) -> dict:
     return kept
 
 
+class ConfigError(ValueError):
+    """A run config that cannot run; the message names the field and the fix."""
+
+
+def load_run_config(path: str | Path, overrides: list[str] | None = None) -> RunConfig:
+    """Read a run config YAML over the typed schema; unknown keys are errors."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"run config {path} does not exist")
+    loaded = OmegaConf.load(path)
+    if not isinstance(loaded, DictConfig):
+        raise ConfigError(f"run config {path} holds a {type(loaded).__name__}, not a mapping of sections "
+                          "(grid, model, trainer, ...); give a config.yaml written by the planner")
+    schema = OmegaConf.structured(RunConfig)
+    merged = OmegaConf.merge(schema, loaded, OmegaConf.from_dotlist(overrides or []))
+    return OmegaConf.to_object(merged)
+
+
+def config_yaml(cfg: RunConfig) -> str:
+    """The text of a run's ``config.yaml``: every field, keys sorted, so one config has one text."""
+    return OmegaConf.to_yaml(OmegaConf.structured(cfg), sort_keys=True)
+
+
+def find_run_config(checkpoint: Path) -> Optional[Path]:
+    """``config.yaml`` of the run a checkpoint belongs to (``out_dir/checkpoints/X.ckpt``)."""
+    for folder in (checkpoint.parent, checkpoint.parent.parent):
+        if (folder / CONFIG_FILE).is_file():
+            return folder / CONFIG_FILE
+    return None
+
+
 def check_run_config(cfg: RunConfig) -> None:
     """Consistency checks that the schema's types cannot express; each error names the fix."""
-    if cfg.objective not in OBJECTIVES:
-        raise ValueError(f"objective must be one of {OBJECTIVES}, got {cfg.objective!r}")
-    wants_causal = cfg.objective == "arm"
-    if cfg.model.causal != wants_causal:
-        raise ValueError(
-            f"objective {cfg.objective!r} needs model.causal={wants_causal} "
-            f"(ARM: causal attention, MDM: bidirectional), got model.causal={cfg.model.causal}"
-        )
+    check_attention(cfg.objective, cfg.model.causal)
     t = cfg.trainer
     per_step = t.micro_batch_size * t.devices * t.num_nodes
     if t.global_batch_size % per_step:
@@ -226,10 +258,7 @@ def check_run_config(cfg: RunConfig) -> None:
     if cfg.budget.steps < 1:
         raise ValueError("budget.steps must be at least 1 (the planner sets it from the FLOP budget)")
     s = cfg.schedule
-    if s.kind not in SCHEDULE_KINDS:
-        raise ValueError(f"schedule.kind must be one of {', '.join(SCHEDULE_KINDS)}, got {s.kind!r}")
-    if s.cooldown_shape not in COOLDOWN_SHAPES:
-        raise ValueError(f"schedule.cooldown_shape must be {' or '.join(COOLDOWN_SHAPES)}, got {s.cooldown_shape!r}")
+    check_schedule_names(s)
     if not 0 <= s.cooldown_fraction < 1:
         raise ValueError(f"schedule.cooldown_fraction={s.cooldown_fraction} must lie in [0, 1) "
                          "(Hägele et al. 2024: 0.1 to 0.2)")
@@ -247,8 +276,7 @@ def check_run_config(cfg: RunConfig) -> None:
     check_no_credentials(cfg.tracking.uri, "tracking.uri")
     check_no_credentials(cfg.tracking.artifact_location, "tracking.artifact_location")
     _check_branching(cfg)
-    if cfg.mdm.t_sampling not in ("uniform", "stratified"):
-        raise ValueError(f"mdm.t_sampling must be uniform or stratified, got {cfg.mdm.t_sampling!r}")
+    check_t_sampling(cfg.mdm.t_sampling)
 
 
 def _check_branching(cfg: RunConfig) -> None:

@@ -3,7 +3,7 @@
     python -m studies.consolidate RUN/checkpoints/final.ckpt [--output FILE] [--optimizer]
 
 A run under ``trainer.strategy: fsdp2`` saves torch distributed checkpoint folders, one file per rank
-(``studies.strategy``), and resumes from them. ``studies.evaluate``, ``studies.probe`` and
+(``studies.strategy``), and resumes from them. ``studies.evaluate``, ``studies.toyworld.probe`` and
 ``models.convert`` read one Lightning checkpoint file: this command gathers the folder's shards into
 full tensors on the CPU (the whole model must fit in host memory) and writes that file, by default
 ``final.consolidated.ckpt`` beside ``final.ckpt``. It holds the weights, the hyperparameters and the

@@ -17,8 +17,10 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional
+from typing import Any, List, Mapping, Optional
 
+from studies.checkpoint_inputs import resolve_checkpoint
+from studies.text_table import render_table
 from studies.validation import first_line
 
 
@@ -28,26 +30,13 @@ def format_table(results: Mapping[str, Mapping[str, Any]]) -> str:
     for result in results.values():
         names += [m for m in result["metrics"] if m not in names]
     header = ["task", "kind", "n"] + names + ["chance"]
-    rows = [header]
-    for task, result in results.items():
-        rows.append([task, result["kind"], str(result["n"])]
-                    + [f"{result['metrics'][m]:.4f}" if m in result["metrics"] else "-" for m in names]
-                    + [f"{result['chance']:.4f}"])
-    widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
-    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    return "\n".join(lines)
+    rows = [[task, result["kind"], str(result["n"])]
+            + [f"{result['metrics'][m]:.4f}" if m in result["metrics"] else "-" for m in names]
+            + [f"{result['chance']:.4f}"] for task, result in results.items()]
+    return render_table(header, rows)
 
 
 # ----------------------------------------------------------------------------- command line
-
-
-def find_run_config(checkpoint: Path) -> Optional[Path]:
-    """``config.yaml`` of the run a checkpoint belongs to (``out_dir/checkpoints/X.ckpt``)."""
-    for folder in (checkpoint.parent, checkpoint.parent.parent):
-        if (folder / "config.yaml").is_file():
-            return folder / "config.yaml"
-    return None
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -64,37 +53,6 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--records", action="store_true", help="keep lm-eval's per-document samples in the JSON")
     return parser
-
-
-def resolve_checkpoint(checkpoint, data_dir=None) -> tuple:
-    """(checkpoint path, its run's config or None, prepared data folder) for a command that scores a
-    checkpoint: the data folder is ``data_dir`` if given, else the one the run trained on. Exits with
-    an error that names the fix when either cannot be found."""
-    checkpoint = Path(checkpoint)
-    if checkpoint.is_dir():
-        from studies.consolidate import sharded_checkpoint_error
-
-        raise SystemExit(f"error: {sharded_checkpoint_error(checkpoint)}")
-    if not checkpoint.is_file():
-        raise SystemExit(f"error: checkpoint {checkpoint} does not exist")
-    run_cfg = None
-    data_dir = Path(data_dir) if data_dir else None
-    config_path = find_run_config(checkpoint)
-    if config_path is not None:
-        from studies.data.prepare import dataset_dir
-        from studies.run import load_run_config
-
-        run_cfg = load_run_config(config_path)
-        if data_dir is None:
-            data_dir = dataset_dir(run_cfg.data)
-            if not (data_dir / "metadata.json").is_file():
-                raise SystemExit(
-                    f"error: the run's prepared data folder {data_dir} (from {config_path}) does not exist here; "
-                    "run from the directory the run was launched in, or pass --data-dir"
-                )
-    if data_dir is None:
-        raise SystemExit(f"error: no config.yaml next to {checkpoint}; pass --data-dir (the prepared data folder)")
-    return checkpoint, run_cfg, data_dir
 
 
 def main(argv: Optional[List[str]] = None) -> int:

@@ -25,32 +25,16 @@ import sys
 import time
 from pathlib import Path
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from studies.config import RunConfig, accumulate_grad_batches, branch_checkpoint, result_determining
-from studies.validation import ConfigError, first_line, validate_run
+from models.metric_names import FINAL_FLOPS, FINAL_VAL_LOSS, TRAIN_LOSS, VAL_LOSS
+from studies.atomic_write import write_atomic
+from studies.config import (CONFIG_FILE, ConfigError, RunConfig, accumulate_grad_batches, branch_checkpoint,
+                            config_yaml, load_run_config, result_determining)
+from studies.validation import first_line, validate_run
 
 RESULT_FILE = "result.json"
-CONFIG_FILE = "config.yaml"
-
-
-def load_run_config(path: str | Path, overrides: list[str] | None = None) -> RunConfig:
-    """Read a run config YAML over the typed schema; unknown keys are errors."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"run config {path} does not exist")
-    loaded = OmegaConf.load(path)
-    if not isinstance(loaded, DictConfig):
-        raise ConfigError(f"run config {path} holds a {type(loaded).__name__}, not a mapping of sections "
-                          "(grid, model, trainer, ...); give a config.yaml written by the planner")
-    schema = OmegaConf.structured(RunConfig)
-    merged = OmegaConf.merge(schema, loaded, OmegaConf.from_dotlist(overrides or []))
-    return OmegaConf.to_object(merged)
-
-
-def config_yaml(cfg: RunConfig) -> str:
-    return OmegaConf.to_yaml(OmegaConf.structured(cfg), sort_keys=True)
 
 
 class DataNotPrepared(FileNotFoundError):
@@ -62,10 +46,11 @@ def _check_data_prepared(cfg: RunConfig, out: Path) -> None:
     not prepared: every job of an array would otherwise stream and tokenize it for hours on GPU nodes, and
     all but one would throw their copy away (``sweeps.preparation``)."""
     from studies.data.config import prepared_ahead
-    from studies.data.prepare import dataset_dir, is_prepared
+    from studies.data.layout import dataset_dir
+    from studies.data.prepare import is_prepared
 
     if prepared_ahead(cfg.data) and not is_prepared(cfg.data):
-        config = out / "config.yaml"
+        config = out / CONFIG_FILE
         raise DataNotPrepared(
             f"{cfg.name}: its dataset {dataset_dir(cfg.data)} ({cfg.data.source} {cfg.data.name}) is not prepared, "
             f"and a training job never prepares a hub corpus itself. Prepare it first: python -m studies.data "
@@ -96,9 +81,7 @@ def _claim_out_dir(cfg: RunConfig) -> Path:
         print(f"[studies.run] {cfg.name}: same run, new tracking/progress/checkpoint settings; "
               f"{existing} updated", flush=True)
     if not existing.exists() or existing.read_text() != text:
-        tmp = out / (CONFIG_FILE + ".tmp")
-        tmp.write_text(text)
-        tmp.replace(existing)
+        write_atomic(existing, text)
     return out
 
 
@@ -144,15 +127,16 @@ def run(cfg: RunConfig, callbacks: list | None = None, *, until_step: int | None
     from lightning.pytorch.callbacks import ModelCheckpoint
     from lightning.pytorch.loggers import CSVLogger
 
-    from models.config import training_flops_per_token
+    from models.flops import training_flops_per_token
     from models.lightning import LanguageModel
-    from studies.callbacks import DataEpochs, progress_bar
     from studies.checkpoints import (PREVIOUS, AtomicCheckpointIO, BranchCheckpoints, remove_checkpoint,
                                      start_checkpoint)
-    from studies.preemption import CheckpointAndRequeue, cluster_plugins
+    from studies.cluster.preemption import CheckpointAndRequeue, cluster_plugins
     from studies.strategy import lightning_strategy
+    from studies.training_callbacks import DataEpochs, progress_bar
     from studies.data.loader import TokenDataModule
-    from studies.data.prepare import load_metadata, prepare_dataset
+    from studies.data.layout import load_metadata
+    from studies.data.prepare import prepare_dataset
 
     started = time.time()
     L.seed_everything(cfg.seed, workers=True, verbose=False)
@@ -189,7 +173,7 @@ def run(cfg: RunConfig, callbacks: list | None = None, *, until_step: int | None
     checkpoints = out / "checkpoints"
     evaluation = None
     if cfg.eval.suite != "none":
-        from studies.tasks.callback import DownstreamEval
+        from studies.tasks.eval_callback import DownstreamEval
 
         evaluation = DownstreamEval.from_config(cfg.eval, data_dir=data_dir, total_steps=cfg.budget.steps,
                                                 results_dir=out / "eval")
@@ -198,7 +182,7 @@ def run(cfg: RunConfig, callbacks: list | None = None, *, until_step: int | None
     tracker = _tracker(cfg, out)
     loggers = [CSVLogger(out, name="logs")]  # a new version_N per attempt: a restart never overwrites
     if tracker is not None:
-        from studies.tracking_logger import TrackerLogger
+        from studies.tracking.logger import TrackerLogger
 
         loggers.append(TrackerLogger(tracker))
     accumulate = accumulate_grad_batches(t)
@@ -254,7 +238,7 @@ def run(cfg: RunConfig, callbacks: list | None = None, *, until_step: int | None
         train_metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
         validation = trainer.validate(module, datamodule=datamodule, verbose=False)
     except BaseException as error:
-        # SystemExit: checkpointed and requeued (studies.preemption); the MLflow run stays open
+        # SystemExit: checkpointed and requeued (studies.cluster.preemption); the MLflow run stays open
         if tracker is not None and trainer.global_rank == 0 and not isinstance(error, SystemExit):
             tracker.finish("FAILED")
         raise
@@ -270,21 +254,19 @@ def run(cfg: RunConfig, callbacks: list | None = None, *, until_step: int | None
         "flops": training_flops_per_token(model_config) * tokens,
         "flops_budget": cfg.budget.flops_budget,
         "non_embedding_params": cfg.model.non_embedding_params,
-        "train_loss": train_metrics.get("train/loss"),
-        "val_loss": validation[0].get("val/loss") if validation else None,
+        "train_loss": train_metrics.get(TRAIN_LOSS),
+        "val_loss": validation[0].get(VAL_LOSS) if validation else None,
         "checkpoint": str(final),
         "eval": evaluation.results if evaluation is not None else [],
         "wall_seconds": time.time() - started,
     }
     if trainer.global_rank == 0:
-        tmp = out / (RESULT_FILE + ".tmp")
-        tmp.write_text(json.dumps(result, indent=2))
-        tmp.replace(result_path)
+        write_atomic(result_path, json.dumps(result, indent=2))
         for superseded in (last, last.with_name(last.name + PREVIOUS)):  # the final checkpoint supersedes them
             remove_checkpoint(superseded)
         if tracker is not None:
-            tracker.log_metrics({"final/val_loss": result["val_loss"] or float("nan"),
-                                 "final/flops": result["flops"]}, result["steps"])
+            tracker.log_metrics({FINAL_VAL_LOSS: result["val_loss"] or float("nan"),
+                                 FINAL_FLOPS: result["flops"]}, result["steps"])
             tracker.log_artifact(out / CONFIG_FILE)
             tracker.log_artifact(result_path)
             tracker.log_artifact(Path(data_dir) / "metadata.json", "data")

@@ -18,7 +18,7 @@ import functools
 import math
 import os
 
-from studies.config import RunConfig, check_run_config
+from studies.config import ConfigError, RunConfig, check_run_config
 from studies.credentials import check_no_credentials
 
 # Lightning's precision flags (lightning.fabric.connector._PRECISION_INPUT), written out so the
@@ -29,10 +29,6 @@ PRECISIONS = ("transformer-engine", "transformer-engine-float16", "16-true", "16
 # smallest preset are already far beyond any grid here.
 MAX_STEPS = 10**9
 MAX_SEED = 2**32 - 1  # numpy's and Lightning's seed range
-
-
-class ConfigError(ValueError):
-    """A run config that cannot run; the message names the field and the fix."""
 
 
 def validate_run(cfg: RunConfig) -> None:

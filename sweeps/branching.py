@@ -28,9 +28,9 @@ from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
+from models.flops import training_flops
 from models.recipe import branch_point
 from studies.config import BranchingConfig, BudgetConfig, branch_checkpoint, eval_steps
-from sweeps.flops import training_flops
 
 TRUNK = "trunk"
 BRANCH = "branch"

@@ -32,7 +32,8 @@ from typing import Any, Dict, List, Optional
 from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from studies.config import OBJECTIVES, STUDY_SECTIONS, StudyConfig
+from models.objective_names import OBJECTIVES
+from studies.config import STUDY_SECTIONS, StudyConfig
 
 GRIDS_DIR = Path(__file__).resolve().parent / "grids"
 # What an entry's ARM and MDM share at a grid point (``ModelEntry.pairing``).
@@ -170,7 +171,7 @@ def parse_model_entry(entry: Any) -> ModelEntry:
 
 def seeds_at(grid: GridConfig, budget: float) -> list[int]:
     """The seeds a grid trains at ``budget``: ``seeds``, plus ``extra_seeds`` at ``extra_seed_budgets``."""
-    from sweeps.flops import same_budget
+    from sweeps.budgets import same_budget
 
     extra = any(same_budget(budget, b) for b in grid.extra_seed_budgets)
     return list(grid.seeds) + (list(grid.extra_seeds) if extra else [])
@@ -186,7 +187,7 @@ def in_window(grid: GridConfig, tokens_per_param: float) -> bool:
 
 def check_grid(grid: GridConfig) -> None:
     """Checks across fields that the schema's types cannot express; each error names the fix."""
-    from sweeps.flops import check_budget_value, same_budget
+    from sweeps.budgets import check_budget_value, same_budget
 
     unknown = [o for o in grid.objectives if o not in OBJECTIVES]
     if unknown or not grid.objectives:

@@ -55,6 +55,7 @@ from dataclasses import dataclass
 from typing import Optional
 
 from models.config import ModelConfig
+from models.objective_names import MDM
 from models.recipe import MDMConfig
 from studies.config import TrainerConfig
 
@@ -208,7 +209,7 @@ def head_rows(objective: str, trainer: TrainerConfig, mdm: Optional[MDMConfig] =
     batch, length = trainer.micro_batch_size, trainer.seq_len
     every = batch * length
     mdm = mdm or MDMConfig()
-    if objective != "mdm" or mdm.t_sampling != "stratified":
+    if objective != MDM or mdm.t_sampling != "stratified":
         return every
     mean_bound = length * ((batch + 1) / 2 + mdm.eps * (batch - 1) / 2)
     spread = math.sqrt(every * math.log(1 / STRATIFIED_TAIL) / 2)
@@ -217,7 +218,7 @@ def head_rows(objective: str, trainer: TrainerConfig, mdm: Optional[MDMConfig] =
 
 def _masked_attention(objective: str, mdm: MDMConfig) -> bool:
     """Whether some micro-batches carry a key-padding mask (MDM pretraining's random-length cuts)."""
-    return objective == "mdm" and mdm.random_length_prob > 0
+    return objective == MDM and mdm.random_length_prob > 0
 
 
 def block_activation_bytes(model: ModelConfig, trainer: TrainerConfig, *, masked_attention: bool = False) -> int:
@@ -262,7 +263,7 @@ def activation_bytes(model: ModelConfig, objective: str, trainer: TrainerConfig,
         head_input = r * rows * d  # the saved gradient of the hidden rows, in their dtype
     else:
         head_input = (dt.compute if dt.autocast else r) * rows * d
-    if objective == "mdm":
+    if objective == MDM:
         loss = tokens  # the boolean mask of the masked rows' gather
         if not trainer.loss_chunk_size:
             # per row: target, p_mask, the [M, 2] indices of masked.nonzero() and the weighted loss;

@@ -2,7 +2,7 @@
 
 One run = one (objective, model, budget, seed). Its resolved ``RunConfig`` holds everything the job
 needs: the model's preset fields (``causal`` set by the objective), the grid's study sections, and the
-``budget`` section from ``sweeps.flops.plan_budget``. ARM and MDM twins at one grid point share N, D,
+``budget`` section from ``sweeps.budgets.plan_budget``. ARM and MDM twins at one grid point share N, D,
 C, steps, seed and the data section byte for byte; only ``objective`` and ``model.causal`` (and the
 preset's name) differ. A models entry with ``pairing: compute`` (``sweeps.grid``) pairs an ARM and an MDM
 of different architectures on the budget alone: each gets its own N and D = C / 6N, and so its own step
@@ -31,12 +31,14 @@ from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from models.config import preset
+from models.flops import FLOPS_PER_PARAM_PER_TOKEN, device_hours, model_flops_per_token, tokens_for_budget
+from models.objective_names import causal_attention
 from models.recipe import branch_point
-from studies.config import BranchingConfig, BudgetConfig, RunConfig, result_determining
+from studies.atomic_write import write_atomic
+from studies.config import BranchingConfig, BudgetConfig, RunConfig, config_yaml, result_determining
 from studies.validation import validate_run
-from sweeps.flops import (FLOPS_PER_PARAM_PER_TOKEN, BudgetPlan, budget_label, device_hours, model_flops_per_token,
-                          plan_budget, same_budget, tokens_for_budget)
 from sweeps import branching as branched
+from sweeps.budgets import BudgetPlan, budget_label, plan_budget, same_budget
 from sweeps.grid import (COMPUTE, STUDY_SECTIONS, GridConfig, ModelEntry, grid_name, in_window, load_grid,
                          seeds_at)
 from sweeps.memory import MemoryPlan, run_memory
@@ -136,15 +138,11 @@ class PlannedRun:
     def write_config(self) -> Path:
         """Write the resolved config as YAML and return its path.
 
-        The text is rendered by ``studies.run.config_yaml``, the function the run itself uses to
+        The text is rendered by ``studies.config.config_yaml``, the function the run itself uses to
         check that its folder holds its own config, so the two always agree byte for byte.
         """
-        from studies.run import config_yaml  # torch-free at import time; heavy imports are inside run()
-
         self.out_dir.mkdir(parents=True, exist_ok=True)
-        tmp = self.config_path.with_suffix(".yaml.tmp")
-        tmp.write_text(config_yaml(self.run_config))
-        tmp.replace(self.config_path)
+        write_atomic(self.config_path, config_yaml(self.run_config))
         return self.config_path
 
 
@@ -167,7 +165,7 @@ def _model_for(entry: ModelEntry, objective: str):
     name = entry.preset_for(objective)
     if "causal" in entry.overrides:
         raise ValueError(f"models entry {name!r}: causal is set by the objective (ARM causal, MDM not); drop it")
-    model = preset(name, **entry.overrides, causal=(objective == "arm"))
+    model = preset(name, **entry.overrides, causal=causal_attention(objective))
     return dataclasses.replace(model, name=entry.label) if entry.label else model
 
 
@@ -362,8 +360,7 @@ def _several_seeds(grid: GridConfig) -> bool:
 
 def _hours(model, seq_len: int, tokens: int, profile: ClusterProfile) -> float:
     """Device-hours to train ``model`` on ``tokens`` at the profile's peak and MFU (attention included)."""
-    per_token = model_flops_per_token(model.non_embedding_params, model.n_layers, seq_len, model.d_model)
-    return device_hours(tokens * per_token, profile.peak_tflops * 1e12, profile.mfu)
+    return device_hours(tokens * model_flops_per_token(model, seq_len), profile.peak_tflops * 1e12, profile.mfu)
 
 
 def _check_window_keeps_every_budget(grid: GridConfig, runs: list[PlannedRun], sizes: set[int]) -> None:

@@ -25,7 +25,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional, Sequence
 
+from studies.atomic_write import write_atomic
 from studies.data.config import DataConfig, prepared_ahead
+from studies.text_table import render_table, si
 
 PREPARE_EVENT = "prepare"  # the sweep log's record of a submitted preparation job
 READY, RUNNING, PLANNED, UNAVAILABLE = "ready", "running", "planned", "unavailable"
@@ -107,7 +109,7 @@ def preparation_steps(runs: Sequence, log=None) -> list[PreparationStep]:
     """The datasets ``runs`` read, one step each, in the order of their first run, with their state:
     ready (prepared), running (a preparation job in SLURM's queue, or a process holding the dataset's
     lock), planned, or unavailable (its input is missing: the detail says how to get it)."""
-    from studies.data.prepare import config_hash, dataset_dir
+    from studies.data.layout import config_hash, dataset_dir
 
     steps: dict[str, PreparationStep] = {}
     digests: dict[str, str] = {}  # data section -> content hash: local files are read once, not once per run
@@ -135,7 +137,8 @@ def preparation_steps(runs: Sequence, log=None) -> list[PreparationStep]:
 def refresh(step: PreparationStep, jobs: Optional[dict] = None) -> None:
     """Read the step's state again: ready, running (a process holding the dataset's lock here, or the
     preparation job ``jobs`` records for it still in SLURM's queue), else planned."""
-    from studies.data.prepare import is_prepared, load_metadata, preparation_running
+    from studies.data.layout import load_metadata
+    from studies.data.prepare import is_prepared, preparation_running
 
     step.state, step.detail, step.job_id = PLANNED, "", None
     if is_prepared(step.data):
@@ -144,7 +147,7 @@ def refresh(step: PreparationStep, jobs: Optional[dict] = None) -> None:
         return
     job = recorded_job(step) or (jobs or {}).get(step.folder.name)
     if job is not None:  # first: the job's own process may hold the lock, on this machine or a node
-        from sweeps.state import squeue_states
+        from sweeps.run_states import squeue_states
 
         queued = (squeue_states([job]) or {}).get(job)
         if queued is not None:
@@ -158,7 +161,7 @@ def job_record(step: PreparationStep) -> Path:
     """Where a launch notes the SLURM job preparing ``step``, beside the dataset, so that every grid
     reading it (each with its own sweep log) waits for that job instead of submitting another. The
     record goes with the preparation's working folder when the dataset is finished."""
-    from studies.data.prepare import work_dir
+    from studies.data.layout import work_dir
 
     return work_dir(step.folder) / "slurm-job"
 
@@ -173,9 +176,7 @@ def recorded_job(step: PreparationStep) -> Optional[str]:
 def note_job(step: PreparationStep, job_id: str) -> None:
     record = job_record(step)
     record.parent.mkdir(parents=True, exist_ok=True)
-    tmp = record.with_name(record.name + ".tmp")
-    tmp.write_text(f"{job_id}\n")
-    tmp.replace(record)
+    write_atomic(record, f"{job_id}\n")
 
 
 def submitted_jobs(log) -> dict[str, str]:
@@ -192,8 +193,6 @@ def step_of(steps: Sequence[PreparationStep], run) -> Optional[PreparationStep]:
 
 def preparation_lines(steps: Sequence[PreparationStep], executor: str = "") -> list[str]:
     """The plan's preparation stage: one line per dataset (folder, source, tokens, state, runs)."""
-    from sweeps.report import render_table, si
-
     if not steps:
         return []
     rows = []
@@ -247,9 +246,7 @@ def write_data_config(step: PreparationStep, folder: Path) -> Path:
 
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{step.folder.name}.yaml"
-    tmp = path.with_suffix(".yaml.tmp")
-    tmp.write_text(OmegaConf.to_yaml(OmegaConf.structured(step.data)))
-    tmp.replace(path)
+    write_atomic(path, OmegaConf.to_yaml(OmegaConf.structured(step.data)))
     return path
 
 

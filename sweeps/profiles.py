@@ -2,7 +2,7 @@
 delivers, so that the planner can estimate device-hours before anything is submitted.
 
 The estimate is stated, not hidden: device-hours = D x (6 N + 12 n_layers L d_model) /
-(peak FLOP/s x MFU), the PaLM MFU accounting of ``sweeps.flops.model_flops_per_token``. For scale,
+(peak FLOP/s x MFU), the PaLM MFU accounting of ``models.flops.model_flops_per_token``. For scale,
 LLaDA 8B's pretraining (about 1.1e23 FLOPs by 6ND in 0.13M H800 hours) ran at roughly 24% of the
 H800's 989 TFLOP/s dense bf16 peak.
 """
@@ -59,8 +59,9 @@ class ClusterProfile:
     signal_delay_s: int = 120  # SIGUSR2 this long before the time limit: checkpoint and requeue
     max_num_timeout: int = 3  # requeues after a time-out (preemptions are not counted)
     array_parallelism: int = 256  # runs of one job array allowed to run at once
-    # The local executor (sweeps/local.py): runs at once on this machine, 0 = one per core; the cores
-    # are shared out among them. One run streams its output (progress bar included) to the terminal.
+    # The local executor (sweeps/executors/local.py): runs at once on this machine, 0 = one per core;
+    # the cores are shared out among them. One run streams its output (progress bar included) to the
+    # terminal.
     local_parallel_runs: int = 1
     setup: List[str] = field(default_factory=list)  # shell lines run before a job (module load, ...)
     additional_parameters: Dict[str, Any] = field(default_factory=dict)  # extra #SBATCH options

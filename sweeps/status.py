@@ -18,11 +18,10 @@ if __package__ in (None, ""):  # run as a script: make the repository root impor
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from sweeps.branching import segments  # noqa: E402
-from sweeps.launcher import add_plan_arguments  # noqa: E402
 from sweeps.plan import plan_grid  # noqa: E402
-from sweeps.records import SweepLog  # noqa: E402
-from sweeps.report import state_counts, status_json, status_table  # noqa: E402
-from sweeps.state import run_states  # noqa: E402
+from sweeps.plan_arguments import add_plan_arguments  # noqa: E402
+from sweeps.plan_report import state_counts, status_json, status_table  # noqa: E402
+from sweeps.run_states import plan_states, run_states  # noqa: E402
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -34,10 +33,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    log = SweepLog(plan.sweep_dir)
-    states = run_states(plan.runs, log.latest())
-    if log.skipped:
-        print(f"note: {log.path}: {log.skipped} line(s) that are not sweep records were skipped", file=sys.stderr)
+    log, states = plan_states(plan, lambda note: print(note, file=sys.stderr))
     parts = [segment for trunk in plan.trunks for segment in segments(trunk)]
     if parts:
         states.update(run_states(parts, log.latest()))

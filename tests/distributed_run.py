@@ -18,7 +18,8 @@ import lightning as L
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from studies.run import _close_process_group, load_run_config, run  # noqa: E402
+from studies.config import load_run_config  # noqa: E402
+from studies.run import _close_process_group, run  # noqa: E402
 
 
 class PreemptAt(L.Callback):

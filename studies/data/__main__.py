@@ -106,7 +106,8 @@ def main(argv=None) -> int:
     if args.command == "fetch":
         return _fetch(CORPORA[args.corpus], args.dest)
 
-    from .prepare import dataset_dir, load_metadata, prepare_dataset
+    from .layout import dataset_dir, load_metadata
+    from .prepare import prepare_dataset
 
     from omegaconf.errors import OmegaConfBaseException
 

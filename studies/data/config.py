@@ -3,7 +3,7 @@
 One schema serves every source so that a study can swap the synthetic toy world for a local corpus
 or a hub corpus by changing values, never code:
 
-- ``source="toyworld"``: the synthetic world of ``studies.data.toyworld`` (laptop-sized studies).
+- ``source="toyworld"``: the synthetic world of ``studies.toyworld.world`` (laptop-sized studies).
 - ``source="hub"``: a Hugging Face hub dataset by ``name``, or a local folder in the hub's layout
   (streamed by default, one part per data file; ``max_tokens``/``max_documents`` keep a prefix of the
   stream, null prepares the whole split).
@@ -56,7 +56,7 @@ class TokenizerConfig:
 
 @dataclass
 class ToyWorldConfig:
-    """Sizes of the synthetic world (``studies.data.toyworld``).
+    """Sizes of the synthetic world (``studies.toyworld.world``).
 
     The defaults (240 people, four biographies each, 1200 worked problems) make a corpus of about
     150k tokens per pass with a 512-token BPE. How many passes a model needs before it can recall the

@@ -74,7 +74,7 @@ def finalise(cfg: DataConfig, work: Path, final: Path, digest: str, train_parts,
               records, tokenizer, described: Dict, dtype: str, ids: Dict[str, int], world) -> None:
     """Build ``WORK/final.partial`` from the finished parts and rename it to ``final``."""
     from . import tokenizer as tok
-    from .prepare import FORMAT_VERSION, content_config
+    from .layout import FORMAT_VERSION, content_config
 
     out = work / "final.partial"
     shutil.rmtree(out, ignore_errors=True)
@@ -117,7 +117,7 @@ def finalise(cfg: DataConfig, work: Path, final: Path, digest: str, train_parts,
         "config": content_config(cfg),
     }
     if world is not None:
-        from .toyworld import write_tasks
+        from studies.toyworld.world import write_tasks
 
         meta["tasks"] = write_tasks(world, out / "tasks")
         meta["toyworld"] = {"people": len(world.people), "qa_people": sum(p.in_qa for p in world.people)}

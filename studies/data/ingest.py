@@ -156,8 +156,9 @@ def toy_world(cfg: DataConfig):
 
 @functools.lru_cache(maxsize=2)
 def _generate(toy_items: Tuple):
+    from studies.toyworld.world import generate
+
     from .config import ToyWorldConfig
-    from .toyworld import generate
 
     return generate(ToyWorldConfig(**dict(toy_items)))
 

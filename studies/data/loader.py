@@ -23,7 +23,7 @@ import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from .order import EpochOrder, Position, batch_starts, normalize, window_offset
-from .prepare import load_metadata
+from .layout import load_metadata
 
 log = logging.getLogger(__name__)
 

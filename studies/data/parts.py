@@ -27,6 +27,8 @@ from typing import Callable, Dict, List, Optional
 
 import numpy as np
 
+from studies.atomic_write import write_atomic
+
 from .config import DataConfig
 from .ingest import Carve, Part, part_batches
 from .packing import ShardWriter, eos_stream
@@ -74,15 +76,6 @@ def last_needed(work) -> Optional[int]:
         return None
 
 
-def write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
 _TOKENIZERS: Dict[str, object] = {}
 
 
@@ -114,9 +107,7 @@ class _Reporter:
             self.callback(self.name, documents, tokens)
         else:
             self.file.parent.mkdir(exist_ok=True)
-            tmp = self.file.with_name(f".{self.name}.tmp")
-            tmp.write_text(f"{documents} {tokens}\n")
-            os.replace(tmp, self.file)
+            write_atomic(self.file, f"{documents} {tokens}\n")
 
 
 def run_part(job: Job, on_progress: Optional[Callable[[str, int, int], None]] = None) -> Optional[Dict]:

@@ -1,9 +1,7 @@
 """Prepare a dataset: tokenizer, then parts in parallel, then one atomic finalisation.
 
-The folder name ends with a hash of everything that determines its bytes (the content fields of the
-config, the bytes of local input files and of a given tokenizer, a pretrained tokenizer's identity),
-so re-running with the same config finds and reuses the prepared data, and a different dataset can
-never be written over it.
+The prepared folder and its name, a hash of everything that determines its bytes, are described in
+``studies.data.layout``: re-running with the same config finds and reuses the prepared data.
 
 A preparation works in ``cache_dir/.prepare-<final name>/`` (WORK) under an exclusive ``flock`` of
 ``WORK/lock``: a second process preparing the same config waits, then reuses the finished folder.
@@ -16,23 +14,12 @@ A preparation works in ``cache_dir/.prepare-<final name>/`` (WORK) under an excl
 3. Finalisation (``studies.data.finalise``): ``WORK/final.partial/`` gets the needed parts' shards (hard links; the last train
    shard truncated at exactly ``max_tokens``), the tokenizer, the tasks and ``metadata.json``, and is
    renamed to the final folder; WORK is removed.
-
-Nothing in the folder records time, host or worker count: it is byte-identical for any number of
-workers and however often the preparation was interrupted. Layout::
-
-    metadata.json              counts, dtype, special ids/tokens, tokenizer, shards (tokens, sha256)
-    tokenizer.json
-    train/PPPPP-SSSSS.bin      shard SSSSS of part PPPPP
-    validation/PPPPP-SSSSS.bin
-    tasks/NAME.jsonl           (toy world only)
 """
 
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import fcntl
-import hashlib
 import json
 import logging
 import os
@@ -40,75 +27,12 @@ import shutil
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
+from studies.atomic_write import write_atomic
 
 from .config import DataConfig, to_config
-
-FORMAT_VERSION = 2
-# Fields that change where and how a dataset is built or read, or what a planner assumes, but not its
-# bytes. ``streaming`` is content for a hub source only (it changes how the source is cut into parts).
-NON_CONTENT_FIELDS = ("allow_repeat", "num_proc", "cache_dir", "streaming", "source_tokens", "max_epochs_warning")
+from .layout import config_hash, dataset_dir, load_metadata, work_dir
 
 log = logging.getLogger(__name__)
-
-
-def file_digest(path) -> str:
-    """SHA-256 of a file's bytes (local inputs and tokenizer files in a dataset's content hash)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def content_config(cfg: DataConfig) -> Dict:
-    """The config fields that determine the dataset's bytes, plus digests of local inputs."""
-    from .ingest import resolve_files
-    from .tokenizer import pretrained_identity
-
-    content = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in NON_CONTENT_FIELDS}
-    if cfg.source != "toyworld":
-        content.pop("toyworld")
-    else:  # the generator's code decides the text as much as its config does
-        from .toyworld import GENERATOR_VERSION
-
-        content["toyworld_version"] = GENERATOR_VERSION
-    if cfg.source == "hub":
-        content["streaming"] = cfg.streaming
-    if cfg.source == "files":
-        content["file_digests"] = {f: file_digest(f) for f in resolve_files(cfg)}
-    if cfg.tokenizer.path is not None:
-        content["tokenizer_digest"] = file_digest(cfg.tokenizer.path) if Path(cfg.tokenizer.path).is_file() else None
-    if cfg.tokenizer.pretrained is not None:
-        content["tokenizer_pretrained"] = pretrained_identity(cfg.tokenizer)
-    content["format_version"] = FORMAT_VERSION
-    return content
-
-
-def config_hash(cfg: DataConfig) -> str:
-    blob = json.dumps(content_config(cfg), sort_keys=True, default=str)
-    return hashlib.sha256(blob.encode()).hexdigest()
-
-
-def dataset_dir(cfg: DataConfig, digest: str | None = None) -> Path:
-    """Where ``cfg`` is (or will be) prepared: ``cache_dir/<source>[-<name>]-<hash16>``."""
-    label = cfg.source
-    if cfg.source == "hub":
-        label += "-" + "".join(c if c.isalnum() else "_" for c in str(cfg.name))[-40:]
-    return Path(cfg.cache_dir) / f"{label}-{(digest or config_hash(cfg))[:16]}"
-
-
-def work_dir(final: Path) -> Path:
-    """The working folder of a preparation of ``final``: beside it, stable across runs."""
-    return final.parent / f".prepare-{final.name}"
-
-
-def load_metadata(path) -> Dict:
-    """Read ``metadata.json`` of a prepared dataset folder."""
-    file = Path(path) / "metadata.json"
-    if not file.is_file():
-        raise FileNotFoundError(f"{path} is not a prepared dataset (no metadata.json); run `python -m studies.data prepare`")
-    with open(file) as f:
-        return json.load(f)
 
 
 def _check_existing(folder: Path, digest: str) -> None:
@@ -224,7 +148,6 @@ def _tokenizer_stage(cfg: DataConfig, work: Path, train_parts) -> Tuple[object, 
 
     from . import tokenizer as tok
     from .ingest import train_documents, where
-    from .parts import write_atomic
 
     path, described = work / "tokenizer.json", work / "tokenizer-meta.json"
     if path.is_file() and described.is_file():
@@ -255,9 +178,7 @@ def _tokenizer_stage(cfg: DataConfig, work: Path, train_parts) -> Tuple[object, 
                              f"{cfg.text_field!r}; nothing to prepare")
         tokens, info = tok.special_tokens(cfg.tokenizer), {"kind": "trained", "documents": count}
     described_text = json.dumps({"special_tokens": tokens, "tokenizer": info}, indent=1, sort_keys=True)
-    tmp = work / ".tokenizer.json.tmp"
-    tokenizer.save(str(tmp))
-    os.replace(tmp, path)
+    write_atomic(path, tokenizer.to_str(pretty=True).encode())  # the bytes of tokenizer.save(path)
     write_atomic(described, described_text)
     return Tokenizer.from_file(str(path)), json.loads(described_text)
 

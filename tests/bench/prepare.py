@@ -104,7 +104,8 @@ print(tokens, time.perf_counter() - start, time.process_time() - cpu)
 PREPARE = """
 import json, resource, sys, time
 from studies.data.config import DataConfig, TokenizerConfig
-from studies.data.prepare import load_metadata, prepare_dataset
+from studies.data.layout import load_metadata
+from studies.data.prepare import prepare_dataset
 cfg = DataConfig(source="hub", name=sys.argv[1], cache_dir=sys.argv[3], validation_fraction=0.0,
                  tokenizer=TokenizerConfig(path=sys.argv[2]))
 def cpu():  # this process and its finished children (the workers, joined at the end)

@@ -279,26 +279,6 @@ def test_fully_padded_query_rows_stay_finite():
     assert torch.isfinite(model(random_tokens(2, 6), key_padding_mask=real)).all()
 
 
-# --- boundaries ------------------------------------------------------------------------------------
-
-
-def test_model_modules_do_not_import_training_or_tracking_stacks():
-    result = run_python(
-        "import sys\n"
-        "import models.config, models.transformer\n"
-        "heavy = ('lightning', 'pytorch_lightning', 'mlflow', 'submitit', 'transformers')\n"
-        "print(sorted(name for name in heavy if name in sys.modules))\n"
-    )
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == "[]"
-
-
-def test_config_module_does_not_import_torch():
-    result = run_python("import sys, models.config; print('torch' in sys.modules)")
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == "False"
-
-
 def test_sdpa_only_turns_flash_attention_off_inside_the_block_alone(monkeypatch):
     """flash-attn runs only on CUDA, so its choice is checked on a stand-in query tensor."""
     from types import SimpleNamespace

@@ -10,8 +10,8 @@ import pytest
 
 
 def write_run_config(cfg, path: Path) -> Path:
-    """Write a RunConfig the way the launcher does (``studies.run.config_yaml``)."""
-    from studies.run import config_yaml
+    """Write a RunConfig the way the launcher does (``studies.config.config_yaml``)."""
+    from studies.config import config_yaml
 
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(config_yaml(cfg))
@@ -58,8 +58,8 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 def render_job(config: Path, script: Path, profile: str = "dev") -> Path:
-    """The sbatch script of one run, rendered from slurm/templates by ``python -m sweeps.sbatch``."""
-    from sweeps.sbatch import main
+    """The sbatch script of one run, rendered from slurm/templates by ``python -m sweeps.executors.sbatch``."""
+    from sweeps.executors.sbatch import main
 
     assert main([str(config), "--profile", profile, "-o", str(script)]) == 0
     return script

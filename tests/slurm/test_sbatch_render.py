@@ -7,8 +7,8 @@ import dataclasses
 
 import pytest
 
+from sweeps.executors.sbatch import main, render, script_text, template_for
 from sweeps.profiles import load_profile
-from sweeps.sbatch import main, render, script_text, template_for
 
 
 def _script(profile, devices=8, num_nodes=4):

@@ -70,7 +70,7 @@ def test_a_branch_without_its_trunk_checkpoint_trains_from_step_zero(tmp_path, d
 def test_until_step_is_refused_outside_a_trunks_branch_points(tmp_path, data_cache, capsys):
     config = tiny_run_config(tmp_path / "g" / "r", data_cache, "arm", steps=6, tracking=NO_TRACKING, schedule=SCHEDULE)
     path = tmp_path / "config.yaml"
-    from studies.run import config_yaml
+    from studies.config import config_yaml
 
     path.write_text(config_yaml(config))
     assert main([str(path), "--until-step", "3"]) == 2

@@ -3,7 +3,6 @@ through its environment variables (a planted secret is searched for in everythin
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import subprocess
 import sys
@@ -13,8 +12,9 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from run_configs import tiny_run_config
+from studies.config import config_yaml
 from studies.credentials import mask_uri, uri_credentials
-from studies.run import config_yaml, run
+from studies.run import run
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SECRET = "pl4nted-s3cret-7f9c"

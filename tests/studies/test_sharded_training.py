@@ -23,8 +23,9 @@ import pytest
 import torch
 
 from run_configs import tiny_run_config
+from studies.config import config_yaml
 from studies.consolidate import consolidate
-from studies.run import config_yaml, run
+from studies.run import run
 
 REPO = Path(__file__).resolve().parents[2]
 STEPS = 6
@@ -131,7 +132,7 @@ def test_a_preempted_sharded_run_resumes_exactly(trained):
 
 
 def test_a_sharded_checkpoint_is_refused_by_readers_of_one_file_with_the_fix(trained, capsys):
-    from studies.evaluate import resolve_checkpoint
+    from studies.checkpoint_inputs import resolve_checkpoint
 
     _, _, sharded = trained
     folder = Path(sharded.out_dir) / "checkpoints" / "final.ckpt"

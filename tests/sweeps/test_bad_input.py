@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from run_configs import tiny_run_config
-from studies.run import config_yaml
-from sweeps import launcher
+from studies.config import config_yaml
+from sweeps import launch
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CORRUPT_TOKENIZER = "corrupt-tokenizer.json"  # written into the test's folder
@@ -116,7 +116,7 @@ def test_the_launcher_refuses_bad_input_with_one_line_and_writes_nothing(
     overrides, message = LAUNCH_CASES[case]
     runs = workdir / "runs"
     argv = ["--grid", "smoke", "--runs-dir", str(runs), "--cluster", "local", *overrides] + (["--dry-run"] if dry_run else [])
-    assert launcher.main(argv, command=fake_command) == 2
+    assert launch.main(argv, command=fake_command) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: ") and message in err, err
     assert "\n" not in err, err  # one line, no traceback
@@ -126,7 +126,7 @@ def test_the_launcher_refuses_bad_input_with_one_line_and_writes_nothing(
 
 def test_credentials_in_mlflow_tracking_uri_are_refused(workdir, fake_command, monkeypatch, capsys):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://T0KEN123@127.0.0.1:5000")
-    assert launcher.main(["--grid", "smoke", "--runs-dir", str(workdir / "runs"), "--dry-run"], command=fake_command) == 2
+    assert launch.main(["--grid", "smoke", "--runs-dir", str(workdir / "runs"), "--dry-run"], command=fake_command) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: MLFLOW_TRACKING_URI=http://***@127.0.0.1:5000 carries credentials") and "\n" not in err
     assert "T0KEN123" not in err and not (workdir / "runs").exists()

@@ -13,7 +13,7 @@ import pytest
 
 from models.config import preset
 from run_configs import train_losses
-from sweeps import launcher
+from sweeps import launch
 from sweeps.plan import plan_grid
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -38,7 +38,7 @@ BRANCHED = [
 
 def test_scaling_1b_branched_costs_at_most_three_quarters_of_independent_runs(capsys):
     argv = ["--grid", "scaling_1b", "--dry-run", "branching=true", "schedule.kind=cooldown", "eval.at_fractions=[1.0]"]
-    assert launcher.main(argv) == 0
+    assert launch.main(argv) == 0
     line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("branching: "))
     found = re.match(r"branching: ([\d,.]+) GPU-h, independent runs: ([\d,.]+) GPU-h, ratio ([\d.]+) ", line)
     branched, independent, ratio = (float(x.replace(",", "")) for x in found.groups())
@@ -58,9 +58,9 @@ def test_scaling_1b_branched_costs_at_most_three_quarters_of_independent_runs(ca
 
 
 def test_branching_is_refused_with_a_schedule_or_evaluation_it_cannot_branch(capsys):
-    assert launcher.main(["--grid", "scaling_1b", "--dry-run", "branching=true"]) == 2
+    assert launch.main(["--grid", "scaling_1b", "--dry-run", "branching=true"]) == 2
     assert "needs schedule.kind=cooldown" in capsys.readouterr().err
-    assert launcher.main(["--grid", "scaling_1b", "--dry-run", "branching=true", "schedule.kind=cooldown"]) == 2
+    assert launch.main(["--grid", "scaling_1b", "--dry-run", "branching=true", "schedule.kind=cooldown"]) == 2
     assert "eval.at_fractions=[1.0]" in capsys.readouterr().err
 
 
@@ -105,12 +105,12 @@ def test_branched_grid_runs_segments_then_branches_nested_under_their_trunks(tmp
 
     client = MlflowClient(f"sqlite:///{tmp_path / 'runs' / 'mlflow.db'}")
     records = client.search_runs([client.get_experiment_by_name("smoke").experiment_id])
-    launch = next(r for r in records if r.data.tags.get("kind") == "launch")
+    launch_run = next(r for r in records if r.data.tags.get("kind") == "launch")
     trunks = {r.info.run_id: r for r in records if r.data.tags.get("role") == "trunk"}
     branches = [r for r in records if r.data.tags.get("role") == "branch"]
     assert len(trunks) == 2 and len(branches) == 4
     for trunk in trunks.values():
-        assert trunk.info.status == "FINISHED" and trunk.data.tags["mlflow.parentRunId"] == launch.info.run_id
+        assert trunk.info.status == "FINISHED" and trunk.data.tags["mlflow.parentRunId"] == launch_run.info.run_id
     for branch in branches:
         assert branch.info.status == "FINISHED"
         parent = trunks[branch.data.tags["mlflow.parentRunId"]]
@@ -118,9 +118,9 @@ def test_branched_grid_runs_segments_then_branches_nested_under_their_trunks(tmp
         assert branch.data.tags["branch_step"] in ("4", "6")
         assert "eval/toy_reverse/acc" in branch.data.metrics
 
-    from analysis.runs import load_grid
+    from analysis.runs import load_grid_runs
 
-    used = load_grid("smoke", tracking_uri=f"sqlite:///{tmp_path / 'runs' / 'mlflow.db'}").used_runs
+    used = load_grid_runs("smoke", tracking_uri=f"sqlite:///{tmp_path / 'runs' / 'mlflow.db'}").used_runs
     assert set(used["run_key"]) == {r.key for r in plan.runs}  # the branches are the grid's runs; trunks are not
 
     again = subprocess.run(argv, cwd=tmp_path, capture_output=True, text=True, timeout=120)
@@ -131,7 +131,7 @@ def test_branched_grid_runs_segments_then_branches_nested_under_their_trunks(tmp
 def test_a_failed_segment_fails_the_jobs_that_wait_for_it_without_starting_them(tmp_path, capsys):
     argv = ["--grid", "smoke", "--cluster", "local", "--no-analysis", "--runs-dir", str(tmp_path), "--parallel", "2",
             "--only", "objective=arm", *BRANCHED]
-    assert launcher.main(argv, command=[sys.executable, "-c", "raise SystemExit(3)"]) == 1
+    assert launch.main(argv, command=[sys.executable, "-c", "raise SystemExit(3)"]) == 1
     out = capsys.readouterr().out
     assert "arm-tiny-trunk@4 FAILED (exit code 3)" in out
     # segment @6 waits for @4, each branch for its segment: none of them ran
@@ -146,7 +146,7 @@ def test_status_lists_the_trunk_segments_and_emit_sbatch_refuses_a_branched_grid
     segments = [r for r in rows if r.get("role") == "segment"]
     assert sorted((r["objective"], r["until_step"]) for r in segments) == [("arm", 4), ("arm", 6), ("mdm", 4), ("mdm", 6)]
     assert all(r["state"] == "planned" for r in rows)
-    assert launcher.main(["--grid", "smoke", "--runs-dir", str(tmp_path), "--emit-sbatch", str(tmp_path / "b"),
-                          *BRANCHED]) == 2
+    assert launch.main(["--grid", "smoke", "--runs-dir", str(tmp_path), "--emit-sbatch", str(tmp_path / "b"),
+                        *BRANCHED]) == 2
     assert "cannot chain a branched grid's trunk segments" in capsys.readouterr().err
     assert not (tmp_path / "b").exists()

@@ -33,7 +33,7 @@ from models.objectives import mdm_forward_process
 from models.parallelize import Parallelism, parallelize
 from models.recipe import MDMConfig
 from studies.config import TrainerConfig
-from sweeps import launcher
+from sweeps import launch
 from sweeps.memory import (GIB, activation_bytes, head_rows, output_head_bytes, parameter_shapes, plan_memory,
                            state_bytes)
 
@@ -273,19 +273,19 @@ def test_fsdp2_shards_the_state_and_autocast_keeps_the_residual_stream_in_fp32()
 
 def test_scaling_1b_fits_an_h100_without_recomputation(tmp_path, capsys):
     """The dry run shows each run's GiB (the grid's choice, argued in its YAML) within the 80 GB budget."""
-    assert launcher.main(["--grid", "scaling_1b", "--runs-dir", str(tmp_path), "--dry-run"]) == 0
+    assert launch.main(["--grid", "scaling_1b", "--runs-dir", str(tmp_path), "--dry-run"]) == 0
     out = capsys.readouterr().out
     header = out.splitlines()[1].split()
     assert "mem" in header and "GiB" in header
     assert "checked against 74.5 GiB (gpu_memory_gb: 80)" in out
-    assert launcher.main(["--grid", "scaling_1b", "--runs-dir", str(tmp_path), "--dry-run", "--format", "json",
-                          "branching=true", "schedule.kind=cooldown", "eval.at_fractions=[1.0]"]) == 0
+    assert launch.main(["--grid", "scaling_1b", "--runs-dir", str(tmp_path), "--dry-run", "--format", "json",
+                        "branching=true", "schedule.kind=cooldown", "eval.at_fractions=[1.0]"]) == 0
     rows = json.loads(capsys.readouterr().out)
     assert {r.get("role") for r in rows} == {"branch", "trunk"}
     memory = {r["model"]: r["memory_gib_per_device"] for r in rows}
     assert set(memory) == {"arm-1b", "llada-1b"} and all(30 < gib < 60 for gib in memory.values()), memory
-    assert launcher.main(["--grid", "scaling_1b", "--runs-dir", str(tmp_path), "--dry-run",
-                          "trainer.strategy=ddp", "trainer.loss_chunk_size=0"]) == 2
+    assert launch.main(["--grid", "scaling_1b", "--runs-dir", str(tmp_path), "--dry-run",
+                        "trainer.strategy=ddp", "trainer.loss_chunk_size=0"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: run ") and "GiB per device" in err and "\n" not in err
     for fix in ("trainer.activation_checkpointing=true", "trainer.strategy=fsdp2", "trainer.micro_batch_size=",
@@ -297,12 +297,12 @@ def test_scaling_1b_fits_an_h100_without_recomputation(tmp_path, capsys):
 def test_scaling_8b_fits_with_recomputation_and_not_without(tmp_path, capsys):
     """The 7B/8B grid's profile accepts its plan; the same grid without activation checkpointing is
     refused, the fix named."""
-    assert launcher.main(["--grid", "scaling_8b", "--runs-dir", str(tmp_path), "--dry-run", "--format", "json"]) == 0
+    assert launch.main(["--grid", "scaling_8b", "--runs-dir", str(tmp_path), "--dry-run", "--format", "json"]) == 0
     rows = json.loads(capsys.readouterr().out)
     memory = {r["model"]: r["memory_gib_per_device"] for r in rows}
     assert set(memory) == {"arm-7b", "llada-8b"} and all(gib < 74.5 for gib in memory.values()), memory
-    assert launcher.main(["--grid", "scaling_8b", "--runs-dir", str(tmp_path), "--dry-run",
-                          "trainer.activation_checkpointing=false"]) == 2
+    assert launch.main(["--grid", "scaling_8b", "--runs-dir", str(tmp_path), "--dry-run",
+                        "trainer.activation_checkpointing=false"]) == 2
     out, err = capsys.readouterr()
     assert "mem GiB" in out.splitlines()[1]
     assert "trainer.activation_checkpointing=true" in err and "llada-8b" in err

@@ -124,7 +124,8 @@ def test_a_training_job_never_prepares_a_hub_corpus_and_leaves_no_mlflow_run(tmp
     assert not [r for r in runs if r.info.status == "RUNNING"]
 
     # the command the message names prepares exactly the dataset the run reads
-    from studies.data.prepare import dataset_dir, is_prepared
+    from studies.data.layout import dataset_dir
+    from studies.data.prepare import is_prepared
 
     prepared = subprocess.run([sys.executable, "-m", "studies.data", "prepare", str(config), "--workers", "2"],
                               cwd=tmp_path, capture_output=True, text=True, timeout=300)

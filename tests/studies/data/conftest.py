@@ -1,4 +1,4 @@
-"""Fixtures for the data tests: a small prepared toy world and synthetic token datasets."""
+"""Fixtures for the data tests: synthetic token datasets (the small toy world is in tests/studies/conftest.py)."""
 
 import json
 import os
@@ -9,30 +9,6 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
-
-from studies.data.config import DataConfig, TokenizerConfig, ToyWorldConfig  # noqa: E402
-from studies.data.prepare import prepare_dataset  # noqa: E402
-
-SMALL_WORLD = dict(num_people=60, bios_per_person=2, num_arithmetic=200, task_items=20,
-                   validation_bios=20, validation_arithmetic=20)
-
-
-def _small_toy_config(cache_dir, seed=0) -> DataConfig:
-    return DataConfig(source="toyworld", cache_dir=str(cache_dir),
-                      toyworld=ToyWorldConfig(seed=seed, **SMALL_WORLD),
-                      tokenizer=TokenizerConfig(vocab_size=300))
-
-
-@pytest.fixture(scope="session")
-def small_toy_config():
-    """Make the config of a small toy world (seconds to prepare): small_toy_config(cache_dir, seed=0)."""
-    return _small_toy_config
-
-
-@pytest.fixture(scope="session")
-def toy_dir(tmp_path_factory):
-    """A prepared small toy world, shared by the tests that only read it."""
-    return prepare_dataset(_small_toy_config(tmp_path_factory.mktemp("toy")))
 
 
 @pytest.fixture

@@ -10,8 +10,9 @@ import pytest
 from tokenizers import Tokenizer
 
 from studies.data.config import DataConfig, TokenizerConfig
-from studies.data.prepare import load_metadata, prepare_dataset
-from studies.data.toyworld import generate
+from studies.data.layout import load_metadata
+from studies.data.prepare import prepare_dataset
+from studies.toyworld.world import generate
 
 DOCS = [
     "The quick brown fox jumps over the lazy dog.",
@@ -53,38 +54,39 @@ def _files_config(tmp_path, **overrides):
     return DataConfig(**values)
 
 
-def test_toy_world_metadata_and_lossless_shards(toy_dir, small_toy_config):
+def test_toy_world_metadata_and_lossless_shards(toy_dir, world_config):
     meta = load_metadata(toy_dir)
     assert meta["vocab_size"] == 300 == Tokenizer.from_file(str(toy_dir / "tokenizer.json")).get_vocab_size()
     assert meta["special_ids"] == {"pad": 0, "bos": 1, "eos": 2, "mask": 3}
     assert meta["dtype"] == "uint16"
-    world = generate(small_toy_config("unused").toyworld)
+    world = generate(world_config("unused").toyworld)
     assert _decode_documents(toy_dir, "train") == world.train_documents
     assert _decode_documents(toy_dir, "validation") == world.validation_documents
     assert meta["splits"]["train"]["documents"] == len(world.train_documents)
     assert meta["tokens"] == len(_read_split(toy_dir, meta, "train"))
 
 
-def test_same_config_gives_byte_identical_shards_and_is_reused(tmp_path, toy_dir, small_toy_config):
-    again = prepare_dataset(small_toy_config(tmp_path / "other"))
+def test_same_config_gives_byte_identical_shards_and_is_reused(tmp_path, toy_dir, world_config):
+    again = prepare_dataset(world_config(tmp_path / "other"))
     assert again.name == toy_dir.name  # content-addressed: same hash, different cache_dir
     for rel in ("train/00000-00000.bin", "validation/00000-00000.bin", "tokenizer.json"):
         assert (again / rel).read_bytes() == (toy_dir / rel).read_bytes()
     stamp = (again / "metadata.json").stat().st_mtime_ns
-    assert prepare_dataset(small_toy_config(tmp_path / "other")) == again
+    assert prepare_dataset(world_config(tmp_path / "other")) == again
     assert (again / "metadata.json").stat().st_mtime_ns == stamp
-    different = prepare_dataset(small_toy_config(tmp_path / "other", seed=1))
+    different = prepare_dataset(world_config(tmp_path / "other", seed=1))
     assert different != again
     assert (different / "train/00000-00000.bin").read_bytes() != (again / "train/00000-00000.bin").read_bytes()
 
 
-def test_a_new_toy_world_generator_is_a_new_dataset(tmp_path, monkeypatch, small_toy_config):
-    from studies.data import prepare, toyworld
+def test_a_new_toy_world_generator_is_a_new_dataset(tmp_path, monkeypatch, world_config):
+    from studies.data import layout
+    from studies.toyworld import world
 
-    cfg = small_toy_config(tmp_path)
-    before = prepare.dataset_dir(cfg)
-    monkeypatch.setattr(toyworld, "GENERATOR_VERSION", toyworld.GENERATOR_VERSION + 1)
-    assert prepare.dataset_dir(cfg) != before
+    cfg = world_config(tmp_path)
+    before = layout.dataset_dir(cfg)
+    monkeypatch.setattr(world, "GENERATOR_VERSION", world.GENERATOR_VERSION + 1)
+    assert layout.dataset_dir(cfg) != before
 
 
 def test_existing_folder_of_another_dataset_is_never_overwritten(tmp_path):

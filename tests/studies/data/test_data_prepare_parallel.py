@@ -16,8 +16,8 @@ import pytest
 
 from studies.data.config import DataConfig, TokenizerConfig
 from studies.data.packing import file_sha256
-from studies.data.prepare import (dataset_dir, is_prepared, load_metadata, preparation_running, prepare_dataset,
-                                  work_dir)
+from studies.data.layout import dataset_dir, load_metadata, work_dir
+from studies.data.prepare import is_prepared, preparation_running, prepare_dataset
 
 REPO = Path(__file__).resolve().parents[3]
 WORDS = ("the of and to in a is that for it as was with be by on not he this are or his from at which but have an "

@@ -10,7 +10,8 @@ import pytest
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
 from studies.data.config import DataConfig, TokenizerConfig
-from studies.data.prepare import config_hash, content_config, load_metadata, prepare_dataset
+from studies.data.layout import config_hash, content_config, load_metadata
+from studies.data.prepare import prepare_dataset
 from studies.data.tokenizer import declared_special_tokens, resolve_special_tokens
 
 DOCS = [f"Record {i}: the river crossed {i % 7} valleys and {i * 3} stones." for i in range(60)]

@@ -110,7 +110,7 @@ def test_per_task_settings_reach_the_model_and_are_restored(trained_checkpoints,
 
 def test_an_in_memory_module_scores_as_its_checkpoint(trained_checkpoints, toy_data):
     from models.lightning import LanguageModel
-    from studies.data.prepare import load_metadata
+    from studies.data.layout import load_metadata
     from tokenizers import Tokenizer
 
     folder, _ = toy_data
