@@ -1,13 +1,11 @@
 """sweeps/executors/slurm.py: which executor a launch picks, what a SLURM submission asks for (cluster
-profile -> submitit parameters), and the job callable.
+profile -> submitit parameters).
 
 Only the parameters are checked here (submitit validates their names); submitting to a real
 cluster is tested against the dev cluster in tests/slurm.
 """
 
 from __future__ import annotations
-
-import pickle
 
 import pytest
 import submitit
@@ -42,23 +40,6 @@ def test_trainer_must_use_the_allocated_devices(tmp_path):
         slurm_parameters(plan.profile, plan.runs[0].config["trainer"], "scaling_1b")
     with pytest.raises(ValueError, match="trainer.num_nodes=1 but cluster profile"):
         slurm_parameters(load_profile("h100-4x8"), {"devices": 8, "num_nodes": 1}, "x")
-
-
-def test_run_job_is_checkpointable_and_fails_loudly(monkeypatch):
-    from studies.cluster.jobs import RunJob
-
-    job = pickle.loads(pickle.dumps(RunJob("/runs/g/abc/config.yaml")))
-    resubmission = job.checkpoint()
-    assert isinstance(resubmission, submitit.helpers.DelayedSubmission)
-    assert resubmission.function.config_path == "/runs/g/abc/config.yaml"
-
-    import studies.run
-
-    calls = []
-    monkeypatch.setattr(studies.run, "main", lambda argv: calls.append(argv) or 1)
-    with pytest.raises(RuntimeError, match="exited with code 1"):
-        job()
-    assert calls == [["/runs/g/abc/config.yaml"]]
 
 
 def test_cluster_choice(tmp_path, monkeypatch, path_without_sbatch):
