@@ -18,11 +18,13 @@ with open(sys.argv[1], "a") as pids:
     pids.write(f"{os.getpid()}\\n")
 time.sleep(120)
 """
+# The guard matters: data preparation's worker pool imports the main module afresh in each worker.
 DRIVER = """
 import sys
 from sweeps import launch
-sys.exit(launch.main(["--grid", "smoke", "--cluster", "local", "--runs-dir", sys.argv[1], "--parallel", sys.argv[4]],
-                     command=[sys.executable, sys.argv[2], sys.argv[3]]))
+if __name__ == "__main__":
+    sys.exit(launch.main(["--grid", "smoke", "--cluster", "local", "--runs-dir", sys.argv[1], "--parallel", sys.argv[4]],
+                         command=[sys.executable, sys.argv[2], sys.argv[3]]))
 """
 
 
@@ -42,7 +44,9 @@ def test_a_terminated_local_launch_stops_its_runs_and_records_them(tmp_path, rea
                                 cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     deadline = time.monotonic() + 60
     while not pid_file.is_file() or len(pid_file.read_text().split()) < parallel:
-        assert time.monotonic() < deadline and launcher.poll() is None, "the runs never started"
+        if launcher.poll() is not None or time.monotonic() > deadline:
+            launcher.kill()
+            pytest.fail(f"the runs never started; the launch printed:\n{launcher.communicate()[0]}")
         time.sleep(0.1)
     run_pids = [int(pid) for pid in pid_file.read_text().split()]
     launcher.send_signal(getattr(signal, signal_name))

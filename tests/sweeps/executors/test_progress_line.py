@@ -9,12 +9,14 @@ from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
 
+# The guard matters: data preparation's worker pool imports the main module afresh in each worker.
 PTY_DRIVER = """
 import sys
 from sweeps import launch
-sys.exit(launch.main(["--grid", "smoke", "--cluster", "local", "--runs-dir", sys.argv[1], "--parallel", "2",
-                      "--only", "budget=1e11", "--no-analysis", "models=[tiny]", "budgets=[1e11,3e11,1e12]"],
-                     command=[sys.executable, sys.argv[2]]))
+if __name__ == "__main__":
+    sys.exit(launch.main(["--grid", "smoke", "--cluster", "local", "--runs-dir", sys.argv[1], "--parallel", "2",
+                          "--only", "budget=1e11", "--no-analysis", "models=[tiny]", "budgets=[1e11,3e11,1e12]"],
+                         command=[sys.executable, sys.argv[2]]))
 """
 
 
