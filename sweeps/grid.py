@@ -34,6 +34,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from models.objective_names import OBJECTIVES
 from studies.config import STUDY_SECTIONS, StudyConfig
+from studies.validation import first_line
 
 GRIDS_DIR = Path(__file__).resolve().parent / "grids"
 # What an entry's ARM and MDM share at a grid point (``ModelEntry.pairing``).
@@ -121,11 +122,7 @@ def _describe_override_error(item: str, base: DictConfig, exc: Exception) -> str
                 f"Keys there: {', '.join(str(o) for o in options)}"
             )
         node = node[part]
-    return f"override {item!r} is invalid: {_first_line(exc)}"
-
-
-def _first_line(exc: Exception) -> str:
-    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return f"override {item!r} is invalid: {first_line(exc)}"
 
 
 def load_grid(name: str, overrides: list[str] = (), grids_dir: Path = GRIDS_DIR) -> GridConfig:
@@ -135,7 +132,7 @@ def load_grid(name: str, overrides: list[str] = (), grids_dir: Path = GRIDS_DIR)
     try:
         merged = OmegaConf.merge(schema, OmegaConf.load(path))
     except OmegaConfBaseException as exc:
-        raise ValueError(f"grid file {path} does not match the grid schema: {_first_line(exc)}") from None
+        raise ValueError(f"grid file {path} does not match the grid schema: {first_line(exc)}") from None
     for item in overrides:
         if "=" not in item:
             raise ValueError(f"override {item!r} is not of the form key=value (e.g. trainer.precision=bf16-mixed)")
@@ -149,7 +146,7 @@ def load_grid(name: str, overrides: list[str] = (), grids_dir: Path = GRIDS_DIR)
     try:
         grid: GridConfig = OmegaConf.to_object(merged)
     except (OmegaConfBaseException, ValueError, TypeError) as exc:
-        raise ValueError(f"grid {path}: {_first_line(exc)}") from None
+        raise ValueError(f"grid {path}: {first_line(exc)}") from None
     grid.models = [parse_model_entry(entry) for entry in grid.models]
     check_grid(grid)
     return grid
@@ -165,7 +162,7 @@ def parse_model_entry(entry: Any) -> ModelEntry:
             return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(ModelEntry), entry))
         except OmegaConfBaseException as exc:
             names = ", ".join(f.name for f in fields(ModelEntry))
-            raise ValueError(f"models entry {entry!r}: {_first_line(exc)} (an entry's keys are {names})") from None
+            raise ValueError(f"models entry {entry!r}: {first_line(exc)} (an entry's keys are {names})") from None
     raise ValueError(f"models entry {entry!r} must be a preset name or a mapping such as {{arm: arm-1b, mdm: llada-1b}}")
 
 
