@@ -8,6 +8,7 @@ defaults a requeued job is held for about 150 s and the requeue test fails.
 
 from __future__ import annotations
 
+import os
 import shlex
 import subprocess
 import time
@@ -52,11 +53,20 @@ def test_sbatch_job_writes_file_and_completes(slurm_cluster, tmp_path):
 
 
 def test_srun_two_tasks_get_distinct_ranks(slurm_cluster):
-    proc = subprocess.run(
-        ["srun", "--partition=debug", "-n", "2", "--time=1", "bash", "-c",
-         'echo "$SLURM_PROCID $SLURM_NTASKS $SLURM_JOB_ID"'],
-        capture_output=True, text=True, timeout=JOB_TIMEOUT_S, check=False,
-    )
+    # A unique name lets a timed-out allocation be cancelled: killing srun alone can leave its
+    # request pending in the queue, where it would hold back the jobs of the tests that follow.
+    job_name = f"srun-ranks-{os.getpid()}"  # unique among test sessions running at once
+    try:
+        proc = subprocess.run(
+            ["srun", "--partition=debug", f"--job-name={job_name}", "-n", "2", "--time=1", "bash", "-c",
+             'echo "$SLURM_PROCID $SLURM_NTASKS $SLURM_JOB_ID"'],
+            capture_output=True, text=True, timeout=JOB_TIMEOUT_S, check=False,
+        )
+    except subprocess.TimeoutExpired as timeout:
+        queue = slurm_cluster.describe()  # before the cancel, so it shows what held the CPUs
+        subprocess.run(["scancel", f"--name={job_name}"], capture_output=True, timeout=30, check=False)
+        said = timeout.stderr.decode() if isinstance(timeout.stderr, bytes) else timeout.stderr or ""
+        pytest.fail(f"srun -n 2 got no allocation within {JOB_TIMEOUT_S}s: {said.strip()}\n{queue}")
     assert proc.returncode == 0, proc.stderr
     rows = sorted(line.split() for line in proc.stdout.splitlines())
     assert [row[0] for row in rows] == ["0", "1"]
