@@ -13,7 +13,7 @@ import hashlib
 import itertools
 import os
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Sequence, Tuple
 
 import numpy as np
 
@@ -88,21 +88,6 @@ class ShardWriter:
         """Close the last shard; return [{"file", "tokens", "sha256"}] (names relative to the folder)."""
         self._finish()
         return self.shards
-
-
-def file_sha256(path, limit_bytes: Optional[int] = None) -> str:
-    """SHA-256 of a file, or of its first ``limit_bytes`` bytes."""
-    digest = hashlib.sha256()
-    remaining = limit_bytes
-    with open(path, "rb") as f:
-        while remaining is None or remaining > 0:
-            block = f.read(1 << 20 if remaining is None else min(1 << 20, remaining))
-            if not block:
-                break
-            digest.update(block)
-            if remaining is not None:
-                remaining -= len(block)
-    return digest.hexdigest()
 
 
 def place_shard(source: Path, target: Path, tokens: int, itemsize: int, whole: bool) -> str:

@@ -15,8 +15,7 @@ import numpy as np
 import pytest
 
 from studies.data.config import DataConfig, TokenizerConfig
-from studies.data.packing import file_sha256
-from studies.data.layout import dataset_dir, load_metadata, work_dir
+from studies.data.layout import dataset_dir, file_digest, load_metadata, work_dir
 from studies.data.prepare import is_prepared, preparation_running, prepare_dataset
 
 REPO = Path(__file__).resolve().parents[3]
@@ -87,7 +86,7 @@ def test_workers_do_not_change_a_byte_and_checksums_hold(corpus, reference, tmp_
         assert info["tokens"] == sum(s["tokens"] for s in info["shards"])
         for shard in info["shards"]:
             assert (two / shard["file"]).stat().st_size == shard["tokens"] * 2  # uint16
-            assert file_sha256(two / shard["file"]) == shard["sha256"]
+            assert file_digest(two / shard["file"]) == shard["sha256"]
     # Every non-empty document is in exactly one split; the validation cap keeps the first 100 chosen.
     assert meta["splits"]["validation"]["documents"] == 100
     eos = meta["special_ids"]["eos"]
@@ -169,7 +168,7 @@ def test_max_tokens_is_an_exact_prefix_for_any_workers(corpus, reference, tmp_pa
     part = last_file.split("/")[1].split("-")[0]
     full_shard = next(s for s in load_metadata(reference)["splits"]["train"]["shards"] if s["file"] == last_file)
     assert shards[-1]["tokens"] < full_shard["tokens"]  # the last shard is written truncated
-    assert file_sha256(folders[0] / last_file) == shards[-1]["sha256"]
+    assert file_digest(folders[0] / last_file) == shards[-1]["sha256"]
     assert meta["splits"]["train"]["parts"] == int(part) + 1 < FILES
     eos = meta["special_ids"]["eos"]
     assert meta["documents"] == int((train == eos).sum()) + (train[-1] != eos)
