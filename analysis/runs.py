@@ -38,6 +38,7 @@ from models.metric_names import (EVAL_FLOPS_SEEN, EVAL_ITEMS, EVAL_PREFIX, EVAL_
                                  MODEL, NON_EMBEDDING_PARAMS, OBJECTIVE, ROLE, RUN_KEY, SEED, TRAIN_FLOPS_SEEN,
                                  TRAIN_TOKENS_SEEN, VAL_LOSS)
 from models.objective_names import OBJECTIVES
+from studies.config import TRUNK
 
 VALIDATION = "validation"
 STATUSES = ("FINISHED", "RUNNING", "FAILED", "KILLED", "SCHEDULED")
@@ -336,7 +337,7 @@ def load_grid_runs(grid: str, *, tracking_uri: str | None = None, runs_dir: str 
         tags = run.data.tags
         if tags.get(KIND) == LAUNCH_KIND:
             continue  # a launch's parent run holds no measurements
-        if tags.get(ROLE) == "trunk":
+        if tags.get(ROLE) == TRUNK:
             continue  # a branched grid's shared stable phase; its branches are the grid's runs
         latest = dict(run.data.metrics)
         identity = _run_identity(run, latest)

@@ -1,8 +1,8 @@
 """The names a run is recorded under: metrics and tags, shared by every writer and reader.
 
-Writers: the Lightning module (``train/*``, ``val/*``, ``perf/*``), the evaluation callback
-(``eval/*``), the run entry point (``final/*``), tracking (the run and launch tags). Reader: the
-analysis, which turns these names back into a tidy table. A name changed here changes on both
+Writers: the Lightning module (``train/*``, ``val/*``, ``perf/*``), the run's callbacks
+(``data/*``), the evaluation callback (``eval/*``), the run entry point (``final/*``), tracking (the
+run and launch tags). Reader: the analysis, which turns these names back into a tidy table. A name changed here changes on both
 sides at once. Every metric is logged at the optimizer step; ``*_flops_seen`` is C = 6 N D at that
 step (``models/flops.py``), the x-axis of every scaling plot.
 """
@@ -18,6 +18,7 @@ TRAIN_GRAD_NORM = "train/grad_norm"
 VAL_LOSS = "val/loss"
 TOKENS_PER_S = "perf/tokens_per_s"
 MFU = "perf/mfu"
+DATA_EPOCHS = "data/epochs"  # passes over the training data so far (studies/training_callbacks.py)
 LOSS_METRICS = (TRAIN_LOSS, VAL_LOSS)
 
 # --- downstream evaluation, logged by the evaluation callback at each evaluation step

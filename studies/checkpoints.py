@@ -29,7 +29,7 @@ from typing import Any, Optional
 import lightning as L
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 
-from studies.config import branch_checkpoint
+from studies.config import BRANCH, branch_checkpoint
 
 PARTIAL = ".partial-"
 SHARDED_PARTIAL = PARTIAL + "sharded"  # one name for every rank of a sharded save
@@ -154,7 +154,7 @@ def start_checkpoint(last: Path, cfg) -> Optional[Path]:
     checkpoint is missing trains from step 0, which gives the same run at the full cost."""
     own = resume_checkpoint(last)
     b = cfg.branching
-    if own is not None or b.role != "branch":
+    if own is not None or b.role != BRANCH:
         return own
     trunk = branch_checkpoint(b.trunk_dir, b.branch_step) if b.trunk_dir else None
     problem = readable(trunk) if trunk else "not given (branching.trunk_dir is empty)"

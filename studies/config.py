@@ -27,6 +27,7 @@ from studies.credentials import check_no_credentials
 from studies.data.config import DataConfig
 
 CONFIG_FILE = "config.yaml"  # a run's resolved config, in its out_dir
+RESULT_FILE = "result.json"  # a finished run's final scores, in its out_dir; its presence marks the run done
 STRATEGIES = ("auto", "ddp", "fsdp2")
 FSDP2_PRECISIONS = ("32-true", "bf16-mixed", "bf16-true")  # bf16-mixed: FSDP2's policy (studies/strategy.py)
 
@@ -113,7 +114,9 @@ class StudyConfig:
 STUDY_SECTIONS = tuple(f.name for f in fields(StudyConfig))
 
 
-ROLES = ("run", "trunk", "branch")
+# A run's place in a branched grid (``BranchingConfig.role``), also the value of its ``role`` tag.
+PLAIN_RUN, TRUNK, BRANCH = "run", "trunk", "branch"
+ROLES = (PLAIN_RUN, TRUNK, BRANCH)
 
 
 @dataclass
@@ -288,7 +291,7 @@ def _check_branching(cfg: RunConfig) -> None:
     if s.kind != "cooldown":
         raise ValueError(f"branching.role={b.role} needs schedule.kind=cooldown, whose stable phase does not "
                          f"depend on the run's length; got {s.kind!r}")
-    if b.role == "branch":
+    if b.role == BRANCH:
         expected = branch_point(cfg.budget.steps, s.cooldown_fraction)
         if b.branch_step != expected:
             raise ValueError(f"a branch of {cfg.budget.steps} steps with cooldown_fraction={s.cooldown_fraction} "

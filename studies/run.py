@@ -30,11 +30,9 @@ from omegaconf.errors import OmegaConfBaseException
 
 from models.metric_names import FINAL_FLOPS, FINAL_VAL_LOSS, TRAIN_LOSS, VAL_LOSS
 from studies.atomic_write import write_atomic
-from studies.config import (CONFIG_FILE, ConfigError, RunConfig, accumulate_grad_batches, branch_checkpoint,
+from studies.config import (BRANCH, CONFIG_FILE, RESULT_FILE, TRUNK, ConfigError, RunConfig, accumulate_grad_batches, branch_checkpoint,
                             config_yaml, load_run_config, result_determining)
 from studies.validation import first_line, validate_run
-
-RESULT_FILE = "result.json"
 
 
 class DataNotPrepared(FileNotFoundError):
@@ -93,7 +91,7 @@ def _check_until_step(cfg: RunConfig, until_step: int | None) -> None:
     if until_step is None:
         return
     steps = list(cfg.branching.branch_steps)
-    if cfg.branching.role != "trunk" or until_step not in steps:
+    if cfg.branching.role != TRUNK or until_step not in steps:
         raise ConfigError(f"--until-step {until_step}: only a trunk stops early, at one of its branch points "
                           f"(branching.branch_steps of this config: {steps or 'none, it is not a trunk'})")
 
@@ -177,7 +175,7 @@ def run(cfg: RunConfig, callbacks: list | None = None, *, until_step: int | None
 
         evaluation = DownstreamEval.from_config(cfg.eval, data_dir=data_dir, total_steps=cfg.budget.steps,
                                                 results_dir=out / "eval")
-    if cfg.branching.role == "branch":
+    if cfg.branching.role == BRANCH:
         _nest_under_trunk(cfg, out)
     tracker = _tracker(cfg, out)
     loggers = [CSVLogger(out, name="logs")]  # a new version_N per attempt: a restart never overwrites
@@ -186,7 +184,7 @@ def run(cfg: RunConfig, callbacks: list | None = None, *, until_step: int | None
 
         loggers.append(TrackerLogger(tracker))
     accumulate = accumulate_grad_batches(t)
-    trunk = [BranchCheckpoints(cfg.branching.branch_steps, out)] if cfg.branching.role == "trunk" else []
+    trunk = [BranchCheckpoints(cfg.branching.branch_steps, out)] if cfg.branching.role == TRUNK else []
     trainer = L.Trainer(
         max_steps=until_step if segment else cfg.budget.steps,
         accelerator=t.accelerator,

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import lightning as L
 
+from models.metric_names import DATA_EPOCHS
+
 
 class DataEpochs(L.Callback):
     """Logs how many passes over the training data the run has made (``data/epochs``).
@@ -15,7 +17,7 @@ class DataEpochs(L.Callback):
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         progress = getattr(trainer.datamodule, "epoch_progress", None)
         if progress is not None:
-            pl_module.log("data/epochs", float(progress))
+            pl_module.log(DATA_EPOCHS, float(progress))
 
 
 def progress_bar(refresh_steps: int) -> L.Callback:

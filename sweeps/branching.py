@@ -30,10 +30,8 @@ from pathlib import Path
 
 from models.flops import training_flops
 from models.recipe import branch_point
-from studies.config import BranchingConfig, BudgetConfig, branch_checkpoint, eval_steps
+from studies.config import BRANCH, TRUNK, BranchingConfig, BudgetConfig, branch_checkpoint, eval_steps
 
-TRUNK = "trunk"
-BRANCH = "branch"
 
 
 def check_branchable(grid) -> None:

@@ -27,6 +27,7 @@ from models.metric_names import (
     SEED,
     TOKENS,
 )
+from studies.config import BRANCH, PLAIN_RUN, TRUNK
 from studies.credentials import SECRET_KEY, mask_uri
 
 
@@ -87,11 +88,11 @@ def run_tags(config: dict, run_key: str) -> dict[str, str]:
 def _branching_tags(branching: dict) -> dict[str, str]:
     """``role`` (trunk or branch) and a branch's ``branch_step``: the analysis uses branches as the
     grid's runs and leaves trunks out."""
-    role = branching.get("role", "run")
-    if role == "trunk":
-        return {ROLE: "trunk"}
-    if role == "branch":
-        return {ROLE: "branch", BRANCH_STEP: str(branching.get("branch_step"))}
+    role = branching.get("role", PLAIN_RUN)
+    if role == TRUNK:
+        return {ROLE: TRUNK}
+    if role == BRANCH:
+        return {ROLE: BRANCH, BRANCH_STEP: str(branching.get("branch_step"))}
     return {}
 
 

@@ -13,6 +13,7 @@ import os
 import sys
 from pathlib import Path
 
+from studies.config import CONFIG_FILE
 from studies.credentials import mask_uri
 from studies.tracking.tracker import RunTracker, read_tracking_file
 
@@ -23,7 +24,7 @@ def sync(run_dirs: list[str]) -> int:
     for run_dir in run_dirs:
         out = Path(run_dir)
         state = read_tracking_file(out)
-        config_path = out / "config.yaml"
+        config_path = out / CONFIG_FILE
         if not config_path.exists():
             print(f"{out}: no config.yaml, not a run folder", file=sys.stderr)
             failures += 1
