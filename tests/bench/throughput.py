@@ -13,7 +13,7 @@ from a base (``--grid factors``) or all combinations (``--grid full``):
 - chunk: ``loss_chunk_size``, the output head's loss in chunks of rows (0: all logits at once).
 
 Columns: the median step time (robust to a shared machine's load) and tokens/s; MFU by the PaLM
-accounting of ``models.config.model_flops_per_token`` (6N plus attention) and by 6N alone
+accounting of ``models.flops.model_flops_per_token`` (6N plus attention) and by 6N alone
 (``training_flops_per_token``, the study's C = 6ND), against ``--peak-tflops`` (989: an H100 SXM's
 dense bf16; '-' on a CPU unless given); peak memory (``torch.cuda.max_memory_allocated``; on a CPU
 the weights and AdamW states plus what the ops of a step allocate, '-' when compiled) next to the prediction of ``sweeps.memory.plan_memory`` without its headroom; and
@@ -47,7 +47,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from models.config import ModelConfig, model_flops_per_token, preset, training_flops_per_token  # noqa: E402
+from models.config import ModelConfig, preset  # noqa: E402
+from models.flops import model_flops_per_token, training_flops_per_token  # noqa: E402
 
 SHAPES = {
     "full": dict(arm="arm-1b", mdm="llada-1b", overrides={}, seq_len=4096, micro_batch=4, chunk=4096),
