@@ -73,6 +73,7 @@ class RunTracker:
     _last_attempt: float = 0.0
     _backoff_s: float = 0.0
     _client: Any = field(default=None, repr=False)
+    _opened: bool = field(default=False, repr=False)  # the run was created or reopened by this process
 
     def __post_init__(self) -> None:
         self.out_dir = Path(self.out_dir)
@@ -156,7 +157,10 @@ class RunTracker:
         return True
 
     def _open(self) -> None:
-        """Create the MLflow run (first time) or reopen it (resume), and record its id."""
+        """Create the MLflow run (a new run) or reopen it (a resumed one), and record its id: once per
+        process, at its first successful flush; later flushes only send."""
+        if self._opened:
+            return
         if self._client is None:
             from mlflow.tracking import MlflowClient
 
@@ -178,6 +182,7 @@ class RunTracker:
             if run.info.status != "RUNNING":
                 client.update_run(self.run_id, status="RUNNING")
             client.set_tag(self.run_id, "resumed_on_host", socket.gethostname())
+        self._opened = True
 
     def _log_params(self, client) -> None:
         from mlflow.entities import Param

@@ -57,3 +57,29 @@ def test_a_run_pointed_at_another_store_continues_as_a_new_run_there(mlflow_serv
     (record,) = runs_of(mlflow_server.uri, "g-moved")
     assert record.info.run_id == moved.run_id != first.run_id and record.info.status == "FINISHED"
     assert read_tracking_file(out)["tracking_uri"] == mlflow_server.uri
+
+
+def test_the_run_is_opened_once_per_process_and_reopened_on_resume(mlflow_server, tmp_path):
+    """Only a process that resumes a run marks it resumed, and a flush after the final status
+    leaves that status in place."""
+    out = tmp_path / "runs" / "g-open" / "key8"
+    config = {"grid": "g-open", "name": "arm-tiny-1e+12", "objective": "arm", "model": {"name": "tiny"},
+              "budget": {"flops_budget": 1e12}}
+    client = MlflowClient(mlflow_server.uri)
+    fresh = RunTracker(out, mlflow_server.uri, "g-open", config, "key8", flush_every_s=0)
+    for step in range(3):
+        fresh.log_metrics({"train/loss": 1.0 / (step + 1)}, step)  # each call flushes
+    assert fresh.finish("KILLED")
+    assert fresh.flush()
+    run = client.get_run(fresh.run_id)
+    assert "resumed_on_host" not in run.data.tags
+    assert run.info.status == "KILLED"
+
+    resumed = RunTracker(out, mlflow_server.uri, "g-open", config, "key8", flush_every_s=0)
+    resumed.log_metrics({"train/loss": 0.2}, 3)
+    assert resumed.finish()
+    run = client.get_run(fresh.run_id)
+    assert resumed.run_id == fresh.run_id
+    assert run.data.tags["resumed_on_host"]
+    assert run.info.status == "FINISHED"
+    assert sorted(m.step for m in client.get_metric_history(run.info.run_id, "train/loss")) == [0, 1, 2, 3]
