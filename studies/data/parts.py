@@ -107,7 +107,7 @@ class _Reporter:
             self.callback(self.name, documents, tokens)
         else:
             self.file.parent.mkdir(exist_ok=True)
-            write_atomic(self.file, f"{documents} {tokens}\n")
+            write_atomic(self.file, f"{documents} {tokens}\n", durable=False)
 
 
 def run_part(job: Job, on_progress: Optional[Callable[[str, int, int], None]] = None) -> Optional[Dict]:
