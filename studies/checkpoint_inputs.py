@@ -5,7 +5,8 @@ A run folder holds ``config.yaml`` and ``checkpoints/X.ckpt``; the config names 
 folder (tokenizer, special-token ids, toy-world task files). The evaluation command, the toy-world
 probes and lm-eval's ``--model arm_mdm`` find that folder the same way (``checkpoint_run_data``);
 each names its own way of passing the folder explicitly when it cannot be found there. Readers of one
-checkpoint file refuse a sharded checkpoint folder with the command that consolidates it.
+checkpoint file refuse a sharded checkpoint folder with the command that consolidates it
+(``check_checkpoint_file``).
 """
 
 from __future__ import annotations
@@ -16,8 +17,23 @@ from typing import Optional, Tuple
 from studies.config import RunConfig, find_run_config, load_run_config
 
 
-class RunDataNotFound(ValueError):
-    """A checkpoint whose prepared data folder cannot be found; the message ends with the fix."""
+class CheckpointInputError(ValueError):
+    """A checkpoint, or what it needs beside it, that cannot be read; the message ends with the fix."""
+
+
+class RunDataNotFound(CheckpointInputError):
+    """A checkpoint whose prepared data folder cannot be found."""
+
+
+def check_checkpoint_file(checkpoint: Path, *, fix: str = "") -> None:
+    """Refuse what is not one checkpoint file: a sharded folder (naming the command that consolidates
+    it) or a missing path (followed by ``fix``, how the caller's user names another)."""
+    if checkpoint.is_dir():
+        from studies.consolidate import sharded_checkpoint_error
+
+        raise CheckpointInputError(sharded_checkpoint_error(checkpoint))
+    if not checkpoint.is_file():
+        raise CheckpointInputError(f"checkpoint {checkpoint} does not exist" + (f"; {fix}" if fix else ""))
 
 
 def checkpoint_run_data(checkpoint: Path, data_dir=None, *, fix: str) -> Tuple[Optional[RunConfig], Path]:
@@ -45,14 +61,9 @@ def resolve_checkpoint(checkpoint, data_dir=None) -> tuple:
     checkpoint: the data folder is ``data_dir`` if given, else the one the run trained on. Exits with
     an error that names the fix when either cannot be found."""
     checkpoint = Path(checkpoint)
-    if checkpoint.is_dir():
-        from studies.consolidate import sharded_checkpoint_error
-
-        raise SystemExit(f"error: {sharded_checkpoint_error(checkpoint)}")
-    if not checkpoint.is_file():
-        raise SystemExit(f"error: checkpoint {checkpoint} does not exist")
     try:
+        check_checkpoint_file(checkpoint)
         run_cfg, data_dir = checkpoint_run_data(checkpoint, data_dir, fix="pass --data-dir")
-    except RunDataNotFound as error:
+    except CheckpointInputError as error:
         raise SystemExit(f"error: {error}") from None
     return checkpoint, run_cfg, data_dir

@@ -415,24 +415,21 @@ def load_checkpoint(args: ModelArgs):
     if args.checkpoint is None:
         raise ModelArgsError("--model arm_mdm needs model_args checkpoint=PATH (a run's .ckpt file, e.g. "
                              "RUN/checkpoints/final.ckpt)")
-    checkpoint = Path(args.checkpoint)
-    if checkpoint.is_dir():
-        from studies.consolidate import sharded_checkpoint_error
+    from studies.checkpoint_inputs import CheckpointInputError, check_checkpoint_file, checkpoint_run_data
 
-        raise ModelArgsError(sharded_checkpoint_error(checkpoint))
-    if not checkpoint.is_file():
-        raise ModelArgsError(f"checkpoint {checkpoint} does not exist; pass model_args checkpoint=PATH of a run's "
-                             ".ckpt file")
+    checkpoint = Path(args.checkpoint)
+    try:
+        check_checkpoint_file(checkpoint, fix="pass model_args checkpoint=PATH of a run's .ckpt file")
+    except CheckpointInputError as error:
+        raise ModelArgsError(str(error)) from None
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         raise ModelArgsError(f"device {args.device} was asked for but CUDA is not available; pass --device cpu")
     if args.tokenizer:
         data_dir = Path(args.tokenizer)
     else:
-        from studies.checkpoint_inputs import RunDataNotFound, checkpoint_run_data
-
         try:
             _, data_dir = checkpoint_run_data(checkpoint, fix="pass tokenizer=PREPARED_DATA_DIR in model_args")
-        except RunDataNotFound as error:
+        except CheckpointInputError as error:
             raise ModelArgsError(str(error)) from None
     if data_dir.is_file():  # a tokenizer.json inside a prepared folder
         data_dir = data_dir.parent
