@@ -19,7 +19,7 @@ import torch
 
 from models import metric_names as metric
 from models.config import ModelConfig, from_dict
-from models.flops import model_flops_per_token, training_flops_per_token
+from models.flops import model_flops_per_token, training_flops
 from models.objective_names import ARM, MDM, check_attention
 from models.objectives import (arm_linear_loss, arm_loss, mdm_forward_process, mdm_linear_loss, mdm_loss,
                                sft_response_mask)
@@ -148,7 +148,7 @@ class LanguageModel(L.LightningModule):
             tokens_seen = (self.global_step + 1) * self.tokens_per_step
             self.log(metric.TRAIN_LR, self.trainer.optimizers[0].param_groups[0]["lr"])
             self.log(metric.TRAIN_TOKENS_SEEN, float(tokens_seen))
-            self.log(metric.TRAIN_FLOPS_SEEN, training_flops_per_token(self.config) * tokens_seen)
+            self.log(metric.TRAIN_FLOPS_SEEN, training_flops(self.config.non_embedding_params, tokens_seen))
         return loss
 
     def _logged_step(self) -> bool:

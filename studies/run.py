@@ -125,7 +125,7 @@ def run(cfg: RunConfig, callbacks: list | None = None, *, until_step: int | None
     from lightning.pytorch.callbacks import ModelCheckpoint
     from lightning.pytorch.loggers import CSVLogger
 
-    from models.flops import training_flops_per_token
+    from models.flops import training_flops
     from models.lightning import LanguageModel
     from studies.checkpoints import (PREVIOUS, AtomicCheckpointIO, BranchCheckpoints, remove_checkpoint,
                                      start_checkpoint)
@@ -249,7 +249,7 @@ def run(cfg: RunConfig, callbacks: list | None = None, *, until_step: int | None
         "seed": cfg.seed,
         "steps": trainer.global_step,
         "tokens": tokens,
-        "flops": training_flops_per_token(model_config) * tokens,
+        "flops": training_flops(model_config.non_embedding_params, tokens),
         "flops_budget": cfg.budget.flops_budget,
         "non_embedding_params": cfg.model.non_embedding_params,
         "train_loss": train_metrics.get(TRAIN_LOSS),

@@ -24,7 +24,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 import lightning as L
 
-from models.flops import training_flops_per_token
+from models.flops import training_flops
 from models.metric_names import EVAL_FLOPS_SEEN, EVAL_ITEMS, EVAL_SECONDS, EVAL_TOKENS_SEEN, eval_metric
 from studies.atomic_write import write_atomic
 from studies.config import eval_steps
@@ -90,7 +90,7 @@ class DownstreamEval(L.Callback):
         with gathered(pl_module.model):  # FSDP2: no collective inside the ranks' unequal forward calls
             tasks = evaluate_suite(lm, self.suite, limit=self.limit, settings=self.settings, tasks=self._tasks)
         tokens = step * int(pl_module.tokens_per_step)
-        flops = training_flops_per_token(pl_module.config) * tokens
+        flops = training_flops(pl_module.config.non_embedding_params, tokens)
         point = {"step": step, "fraction": step / max(1, int(getattr(pl_module, "total_steps", 0) or 1)),
                  "tokens": tokens, "flops": flops, "seconds": time.time() - started, "tasks": tasks}
         metrics = {EVAL_FLOPS_SEEN: flops, EVAL_TOKENS_SEEN: float(tokens), EVAL_SECONDS: point["seconds"]}
