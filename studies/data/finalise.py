@@ -70,11 +70,12 @@ def _write_split(plan, split: str, folder: Path, work: Path, itemsize: int) -> L
     return shards
 
 
-def finalise(cfg: DataConfig, work: Path, final: Path, digest: str, train_parts, source_parts: int, val_part,
+def finalise(cfg: DataConfig, work: Path, final: Path, content: Dict, train_parts, source_parts: int, val_part,
               records, tokenizer, described: Dict, dtype: str, ids: Dict[str, int], world) -> None:
-    """Build ``WORK/final.partial`` from the finished parts and rename it to ``final``."""
+    """Build ``WORK/final.partial`` from the finished parts and rename it to ``final``. ``content`` is the
+    dataset's ``content_config``, computed once by the preparation."""
     from . import tokenizer as tok
-    from .layout import FORMAT_VERSION, content_config
+    from .layout import FORMAT_VERSION, content_hash
 
     out = work / "final.partial"
     shutil.rmtree(out, ignore_errors=True)
@@ -97,7 +98,7 @@ def finalise(cfg: DataConfig, work: Path, final: Path, digest: str, train_parts,
     shutil.copyfile(work / "tokenizer.json", out / "tokenizer.json")
     meta = {
         "format_version": FORMAT_VERSION,
-        "config_hash": digest,
+        "config_hash": content_hash(content),
         "source": cfg.source,
         "name": cfg.name,
         "subset": cfg.subset,
@@ -114,7 +115,7 @@ def finalise(cfg: DataConfig, work: Path, final: Path, digest: str, train_parts,
         "tokens": splits["train"]["tokens"],
         "source_parts": source_parts,
         "splits": splits,
-        "config": content_config(cfg),
+        "config": content,
     }
     if world is not None:
         from studies.toyworld.world import write_tasks

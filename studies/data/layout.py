@@ -77,7 +77,13 @@ def content_config(cfg: DataConfig) -> Dict:
 
 
 def config_hash(cfg: DataConfig) -> str:
-    blob = json.dumps(content_config(cfg), sort_keys=True, default=str)
+    return content_hash(content_config(cfg))
+
+
+def content_hash(content: Dict) -> str:
+    """The dataset's identity: SHA-256 of its ``content_config``. A preparation computes the content
+    once (it reads every local input file) and takes the hash and ``metadata.json``'s copy from it."""
+    blob = json.dumps(content, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()
 
 

@@ -30,7 +30,7 @@ from typing import Dict, List, Optional, Tuple
 from studies.atomic_write import write_atomic
 
 from .config import DataConfig, to_config
-from .layout import config_hash, dataset_dir, load_metadata, work_dir
+from .layout import config_hash, content_config, content_hash, dataset_dir, load_metadata, work_dir
 
 log = logging.getLogger(__name__)
 
@@ -111,7 +111,8 @@ def prepare_dataset(cfg, workers: Optional[int] = None, progress: bool = True) -
     workers = cfg.num_proc if workers is None else workers
     if not isinstance(workers, int) or workers < 1:
         raise ValueError(f"workers={workers!r} must be an integer >= 1")
-    digest = config_hash(cfg)
+    content = content_config(cfg)
+    digest = content_hash(content)
     final = dataset_dir(cfg, digest)
     work = work_dir(final)
     if final.exists() and not work.exists():
@@ -125,7 +126,7 @@ def prepare_dataset(cfg, workers: Optional[int] = None, progress: bool = True) -
             log.info("reusing prepared dataset %s", final)
             return final
         try:
-            _build(cfg, work, final, digest, workers, progress)
+            _build(cfg, work, final, content, workers, progress)
         except BaseException:
             from .parts import parts_dir
 
@@ -198,7 +199,7 @@ def _needed_prefix(cfg: DataConfig, records: List[Optional[Dict]]) -> Optional[i
     return len(records) - 1
 
 
-def _build(cfg: DataConfig, work: Path, final: Path, digest: str, workers: int, show_progress: bool) -> None:
+def _build(cfg: DataConfig, work: Path, final: Path, content: Dict, workers: int, show_progress: bool) -> None:
     from . import ingest, packing, tokenizer as tok
     from .finalise import finalise
     from .parts import Job, parts_dir, read_part
@@ -216,6 +217,7 @@ def _build(cfg: DataConfig, work: Path, final: Path, digest: str, workers: int, 
     dtype = packing.choose_dtype(vocab, cfg.token_dtype)
     ids = tok.special_ids(tokenizer, described["special_tokens"])
 
+    digest = content_hash(content)
     jobs = [Job(cfg, p, str(work), dtype, ids["eos"], digest) for p in ([val_part] if val_part else []) + train_parts]
     progress = Progress(len(jobs), cfg.max_tokens, enabled=show_progress)
     records: Dict[str, Dict] = {}
@@ -232,7 +234,7 @@ def _build(cfg: DataConfig, work: Path, final: Path, digest: str, workers: int, 
     finally:
         progress.close()
     last = _needed_prefix(cfg, [records.get(p.name) for p in train_parts])
-    finalise(cfg, work, final, digest, train_parts[: last + 1], len(train_parts), val_part, records, tokenizer,
+    finalise(cfg, work, final, content, train_parts[: last + 1], len(train_parts), val_part, records, tokenizer,
              described, dtype, ids, world)
 
 
