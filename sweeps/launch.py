@@ -101,8 +101,8 @@ def main(argv: Optional[Sequence[str]] = None, *, command: Sequence[str] = RUN_C
         print(f"error: {exc}", file=sys.stderr)
         return 2
 
-    log, states = plan_states(plan, say)
-    steps = preparation_steps([*plan.runs, *plan.trunks], log)
+    log, records, _, states = plan_states(plan, say)
+    steps = preparation_steps([*plan.runs, *plan.trunks], records)
     print(plan_json(plan, states, steps) if machine_readable else plan_table(plan, states, steps), file=out)
     on_slurm = cluster == "slurm" or bool(args.emit_sbatch) or (cluster is None and slurm_profile)
     for line in [*preparation_lines(steps, "slurm" if on_slurm else "local"),

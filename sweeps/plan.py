@@ -25,7 +25,7 @@ import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Optional
+from typing import Iterable, Optional
 
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
@@ -35,8 +35,9 @@ from models.flops import FLOPS_PER_PARAM_PER_TOKEN, device_hours, model_flops_pe
 from models.objective_names import causal_attention
 from models.recipe import branch_point
 from studies.atomic_write import write_atomic
-from studies.config import BranchingConfig, BudgetConfig, RunConfig, config_yaml, result_determining
-from studies.validation import validate_run
+from studies.config import (CONFIG_FILE, RESULT_FILE, BranchingConfig, BudgetConfig, RunConfig, config_yaml,
+                            result_determining)
+from studies.validation import first_line, validate_run
 from sweeps import branching as branched
 from sweeps.budgets import BudgetPlan, budget_label, plan_budget, same_budget
 from sweeps.grid import (COMPUTE, STUDY_SECTIONS, GridConfig, ModelEntry, grid_name, in_window, load_grid,
@@ -85,7 +86,7 @@ class PlannedRun:
         return []
 
     def done(self) -> bool:
-        return (self.out_dir / "result.json").is_file()
+        return (self.out_dir / RESULT_FILE).is_file()
 
     @functools.cached_property
     def memory(self) -> MemoryPlan:
@@ -99,7 +100,7 @@ class PlannedRun:
 
     @property
     def config_path(self) -> Path:
-        return self.out_dir / "config.yaml"
+        return self.out_dir / CONFIG_FILE
 
     def summary(self) -> dict:
         """One JSON-ready row of the plan (``--format json``)."""
@@ -199,7 +200,7 @@ def _container(section) -> dict:
     try:
         return OmegaConf.to_container(OmegaConf.structured(section), resolve=True)
     except OmegaConfBaseException as exc:
-        raise ValueError(f"{type(section).__name__}: {str(exc).splitlines()[0]}") from None
+        raise ValueError(f"{type(section).__name__}: {first_line(exc)}") from None
 
 
 def _resolved_config(run: RunConfig, sections: dict, model: dict, own_schedule: bool = False) -> dict:
@@ -444,9 +445,4 @@ def plan_grid(
     return Plan(name, config, profile_name, cluster, root, runs, [t for t in trunks if str(t.out_dir) in wanted])
 
 
-def load_resolved(path: str | Path) -> dict[str, Any]:
-    """Read a written run config back as plain containers (for checks and tests)."""
-    return OmegaConf.to_container(OmegaConf.merge(OmegaConf.structured(RunConfig), OmegaConf.load(path)), resolve=True)
-
-
-__all__ = ["Plan", "PlannedRun", "expand", "load_resolved", "parse_only", "plan_grid", "run_key", "select"]
+__all__ = ["Plan", "PlannedRun", "expand", "parse_only", "plan_grid", "run_key", "select"]

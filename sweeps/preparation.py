@@ -28,6 +28,7 @@ from typing import Optional, Sequence
 from studies.atomic_write import write_atomic
 from studies.data.config import DataConfig, prepared_ahead
 from studies.text_table import render_table, si
+from studies.validation import first_line
 
 PREPARE_EVENT = "prepare"  # the sweep log's record of a submitted preparation job
 READY, RUNNING, PLANNED, UNAVAILABLE = "ready", "running", "planned", "unavailable"
@@ -105,10 +106,11 @@ def _data_config(run) -> DataConfig:
     return run.run_config.data
 
 
-def preparation_steps(runs: Sequence, log=None) -> list[PreparationStep]:
+def preparation_steps(runs: Sequence, records: Sequence[dict] = ()) -> list[PreparationStep]:
     """The datasets ``runs`` read, one step each, in the order of their first run, with their state:
     ready (prepared), running (a preparation job in SLURM's queue, or a process holding the dataset's
-    lock), planned, or unavailable (its input is missing: the detail says how to get it)."""
+    lock), planned, or unavailable (its input is missing: the detail says how to get it). ``records``:
+    the sweep log's (``SweepLog.records``), where the preparation jobs it submitted are noted."""
     from studies.data.layout import config_hash, dataset_dir
 
     steps: dict[str, PreparationStep] = {}
@@ -122,12 +124,12 @@ def preparation_steps(runs: Sequence, log=None) -> list[PreparationStep]:
             except (OSError, ValueError) as error:
                 digests[section] = f"unavailable:{section}"
                 steps[digests[section]] = PreparationStep(data, Path(data.cache_dir), state=UNAVAILABLE,
-                                                          detail=str(error).splitlines()[0])
+                                                          detail=first_line(error))
         digest = digests[section]
         if digest not in steps:
             steps[digest] = PreparationStep(data, dataset_dir(data, digest))
         steps[digest].runs.append(run)
-    jobs = submitted_jobs(log) if log is not None else {}
+    jobs = submitted_jobs(records)
     for step in steps.values():
         if step.state != UNAVAILABLE:
             refresh(step, jobs)
@@ -179,9 +181,9 @@ def note_job(step: PreparationStep, job_id: str) -> None:
     write_atomic(record, f"{job_id}\n")
 
 
-def submitted_jobs(log) -> dict[str, str]:
-    """The last preparation job the sweep log records for each dataset folder name."""
-    return {r["dataset"]: str(r["job_id"]) for r in log.records() if r.get("event") == PREPARE_EVENT}
+def submitted_jobs(records: Sequence[dict]) -> dict[str, str]:
+    """The last preparation job the sweep log's ``records`` note for each dataset folder name."""
+    return {r["dataset"]: str(r["job_id"]) for r in records if r.get("event") == PREPARE_EVENT}
 
 
 def step_of(steps: Sequence[PreparationStep], run) -> Optional[PreparationStep]:

@@ -17,6 +17,8 @@ from typing import Any, Dict, List, Optional
 from omegaconf import MISSING, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from studies.validation import first_line
+
 CLUSTERS_DIR = Path(__file__).resolve().parent.parent / "slurm" / "clusters"
 
 
@@ -88,7 +90,7 @@ def load_profile(name: str, clusters_dir: Path = CLUSTERS_DIR) -> ClusterProfile
     try:
         merged = OmegaConf.merge(OmegaConf.structured(ClusterProfile), OmegaConf.load(path))
     except OmegaConfBaseException as exc:
-        raise ValueError(f"cluster profile {path}: {str(exc).splitlines()[0]}") from None
+        raise ValueError(f"cluster profile {path}: {first_line(exc)}") from None
     missing = sorted(OmegaConf.missing_keys(merged))
     if missing:
         raise ValueError(

@@ -15,7 +15,6 @@ Reads files and calls ``squeue`` at most once; imports no torch and no submitit.
 
 from __future__ import annotations
 
-import json
 import os
 import pickle
 import re
@@ -24,13 +23,11 @@ import socket
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Optional
+from typing import Iterable, NamedTuple, Optional, Sequence
 
-from sweeps.sweep_log import Submission, SweepLog, process_identity
+from studies.config import RESULT_FILE
+from sweeps.sweep_log import Submission, SweepLog, latest_submissions, process_identity
 
-STATES = ("planned", "queued", "running", "finished", "failed", "unknown")
-ACTIVE = ("queued", "running", "unknown")  # never resubmitted by a re-launch
-QUEUED_SLURM = {"PENDING", "CONFIGURING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "RESV_DEL_HOLD"}
 RUNNING_SLURM = {"RUNNING", "COMPLETING", "SUSPENDED", "STAGE_OUT", "SIGNALING", "RESIZING"}
 # The training bar of Lightning: tqdm ("Epoch 0:  45%|###  | 45/100 [") or rich ("Epoch 0/-2 ━━ 45/100 0:01:02").
 _BAR = re.compile(rb"Epoch \d+[^\r\n]*?\b(\d+)/(\d+)\b")
@@ -45,20 +42,6 @@ class RunStatus:
     progress: Optional[str] = None
     detail: str = ""
     attempts: int = 0
-
-
-def result_path(out_dir: Path | str) -> Path:
-    return Path(out_dir) / "result.json"
-
-
-def read_result(out_dir: Path | str) -> Optional[dict]:
-    path = result_path(out_dir)
-    if not path.is_file():
-        return None
-    try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError):
-        return {}
 
 
 def log_progress(log: Optional[str], steps: Optional[int] = None) -> Optional[str]:
@@ -120,7 +103,7 @@ def _local_status(sub: Submission, out_dir: Path, steps: int) -> RunStatus:
     base = dict(job_id=sub.job_id, executor="local", log=sub.record.get("log"), attempts=sub.attempts)
     if sub.exit is not None:
         code = sub.exit.get("returncode")
-        why = f"exited with code {code}" if code else "exited without writing result.json"
+        why = f"exited with code {code}" if code else f"exited without writing {RESULT_FILE}"
         return RunStatus("failed", detail=why, **base)
     pid, host = sub.record.get("pid"), sub.record.get("host")
     if host != socket.gethostname():
@@ -144,7 +127,7 @@ def _slurm_status(sub: Submission, queue: Optional[dict[str, str]], steps: int) 
         if kind == "error":
             last = str(payload).strip().splitlines()[-1:] or [""]
             return RunStatus("failed", detail=f"raised: {last[0][:160]}", **base)
-        return RunStatus("failed", detail="job succeeded but wrote no result.json", **base)
+        return RunStatus("failed", detail=f"job succeeded but wrote no {RESULT_FILE}", **base)
     if queue is None:
         return RunStatus("unknown", detail="squeue is not available here", **base)
     return RunStatus("failed", detail="left the SLURM queue without a result (cancelled, timed out or node failure)", **base)
@@ -186,15 +169,24 @@ def run_states(runs, latest: dict[str, Submission]) -> dict[str, RunStatus]:
     return out
 
 
+class PlanStates(NamedTuple):
+    log: SweepLog
+    records: list[dict]  # the sweep log's records, read once
+    latest: dict[str, Submission]  # the last submission of every run key in the log
+    states: dict[str, RunStatus]  # by run key: the plan's runs and the parts asked for
 
 
-def plan_states(plan, say) -> tuple[SweepLog, dict[str, RunStatus]]:
-    """The plan's sweep log and the status of its runs; ``say`` gets the log's note on skipped lines."""
+def plan_states(plan, say, parts: Sequence = ()) -> PlanStates:
+    """The plan's sweep log read once, and the status of the plan's runs and of ``parts`` (a branched
+    grid's trunk segments), for which ``squeue`` is asked once. ``say`` gets the log's note on skipped
+    lines."""
     log = SweepLog(plan.sweep_dir)
-    states = run_states(plan.runs, log.latest())
-    if log.skipped_note():
-        say(log.skipped_note())
-    return log, states
+    records = log.records()
+    note = log.skipped_note()
+    if note:
+        say(note)
+    latest = latest_submissions(records)
+    return PlanStates(log, records, latest, run_states([*plan.runs, *parts], latest))
 
 
-__all__ = ["ACTIVE", "STATES", "RunStatus", "log_progress", "read_result", "result_path", "plan_states", "run_states", "squeue_states"]
+__all__ = ["PlanStates", "RunStatus", "log_progress", "plan_states", "run_states", "squeue_states"]

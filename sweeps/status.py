@@ -21,7 +21,7 @@ from sweeps.branching import segments  # noqa: E402
 from sweeps.plan import plan_grid  # noqa: E402
 from sweeps.plan_arguments import add_plan_arguments  # noqa: E402
 from sweeps.plan_report import state_counts, status_json, status_table  # noqa: E402
-from sweeps.run_states import plan_states, run_states  # noqa: E402
+from sweeps.run_states import plan_states  # noqa: E402
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -33,10 +33,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    log, states = plan_states(plan, lambda note: print(note, file=sys.stderr))
     parts = [segment for trunk in plan.trunks for segment in segments(trunk)]
-    if parts:
-        states.update(run_states(parts, log.latest()))
+    log, records, latest, states = plan_states(plan, lambda note: print(note, file=sys.stderr), parts)
     if args.format == "json":
         print(status_json(plan, states, parts))
     else:
@@ -46,11 +44,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
               (f"; trunk segments: {state_counts({s.key: states[s.key] for s in parts})}" if parts else ""))
         from sweeps.preparation import preparation_lines, preparation_steps
 
-        for line in preparation_lines(preparation_steps([*plan.runs, *plan.trunks], log),
+        for line in preparation_lines(preparation_steps([*plan.runs, *plan.trunks], records),
                                       "slurm" if plan.profile.executor == "slurm" else "local"):
             print(line)
         known = {r.key for r in plan.runs} | {s.key for s in parts}
-        other = {k for k in log.latest() if k not in known}
+        other = {k for k in latest if k not in known}
         if other:
             print(f"({len(other)} other run key(s) in {log.path} belong to other overrides of this grid)")
     return 0

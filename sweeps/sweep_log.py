@@ -23,7 +23,7 @@ import socket
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
+from typing import Iterable, Optional
 
 SUBMISSIONS = "submissions.jsonl"
 
@@ -80,7 +80,6 @@ def process_identity(pid: int) -> Optional[str]:
 @dataclass
 class SweepLog:
     sweep_dir: Path
-    _latest: dict[str, Submission] = field(default_factory=dict, init=False)
     skipped: int = field(default=0, init=False)  # unusable lines seen by the last read
 
     @property
@@ -130,21 +129,27 @@ class SweepLog:
 
     def latest(self) -> dict[str, Submission]:
         """The last submission of every run key, joined with its exit record if there is one."""
-        latest: dict[str, Submission] = {}
-        attempts: dict[str, int] = {}
-        for rec in self.records():
-            key = rec.get("run_key")
-            if rec.get("event") == "submitted":
-                attempts[key] = attempts.get(key, 0) + 1
-                latest[key] = Submission(key, rec["job_id"], rec["executor"], str(rec.get("time", "")), rec, None,
-                                         attempts[key])
-            elif rec.get("event") == "exited" and key in latest and latest[key].job_id == rec.get("job_id"):
-                latest[key].exit = rec
-        return latest
+        return latest_submissions(self.records())
+
+
+def latest_submissions(records: Iterable[dict]) -> dict[str, Submission]:
+    """The last submission of every run key in ``records`` (``SweepLog.records``), joined with its exit
+    record if there is one."""
+    latest: dict[str, Submission] = {}
+    attempts: dict[str, int] = {}
+    for rec in records:
+        key = rec.get("run_key")
+        if rec.get("event") == "submitted":
+            attempts[key] = attempts.get(key, 0) + 1
+            latest[key] = Submission(key, rec["job_id"], rec["executor"], str(rec.get("time", "")), rec, None,
+                                     attempts[key])
+        elif rec.get("event") == "exited" and key in latest and latest[key].job_id == rec.get("job_id"):
+            latest[key].exit = rec
+    return latest
 
 
 def local_job_id(pid: int) -> str:
     return f"local-{socket.gethostname()}-{pid}"
 
 
-__all__ = ["SUBMISSIONS", "Submission", "SweepLog", "local_job_id", "now", "process_identity"]
+__all__ = ["SUBMISSIONS", "Submission", "SweepLog", "latest_submissions", "local_job_id", "now", "process_identity"]

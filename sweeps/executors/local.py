@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Optional, Sequence
 
+from studies.config import RESULT_FILE
 from sweeps.executors.interrupts import Interrupts
 from sweeps.executors.progress_line import ProgressLine
 from sweeps.run_command import RUN_COMMAND, with_repo_on_path
@@ -133,7 +134,7 @@ class _Started:
         if finished:
             self.say(f"{self.label} finished in {_fmt_seconds(elapsed)}", flush=True)
         elif code == 0:
-            output = "its branch checkpoint" if self.run.role == "segment" else "result.json"
+            output = "its branch checkpoint" if self.run.role == "segment" else RESULT_FILE
             self.say(f"{self.label} FAILED: exited 0 without writing {output} after "
                      f"{_fmt_seconds(elapsed)}; log: {self.log_path}", flush=True)
         else:
