@@ -119,7 +119,7 @@ def compare(grid: str, *, tracking_uri: str | None = None, runs_dir: str | Path 
         per = ", ".join(f"{o.upper()} {n}" for o, n in budgets.items())
         notes.add(f"no fits: a scaling fit needs at least {MIN_BUDGETS} budgets per objective and "
                   f"the grid has {per}; scores table and points only")
-        tables = fit_tables([], [], [])
+        tables = {}
     allocation_fits = {}
     minima = isoflop_optima(scores)
     if minima is not None:

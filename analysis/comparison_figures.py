@@ -21,7 +21,7 @@ def _draw(plot, name: str, out: Path, notes, args: dict, grid_fits=None, quantit
     if grid_fits is not None:
         cause = grid_fits.first_error(quantities)
         if cause is not None:
-            notes.add(notes.known_cause(cause) or cause, "figures drawn without fitted curves", name)
+            notes.add(cause, "figures drawn without fitted curves", name)
             grid_fits = None
     try:
         fig = plot(**args, fits=grid_fits.fits) if grid_fits is not None else plot(**args)
@@ -50,7 +50,7 @@ def write_figures(scores, chance: dict, metric_of: dict, out: Path, *, fits, not
         return files
     files += _draw(plot_loss_vs_compute, "loss_vs_compute", out, notes, {"df": scores}, fits, [(VALIDATION, "loss")])
     if minima is not None:
-        files += _draw(plot_isoflop, "isoflop", out, notes, {"df": scores})
+        files += _draw(plot_isoflop, "isoflop", out, notes, {"df": scores, "minima": minima})
         files += _draw(plot_allocation, "allocation", out, notes, {"minima": minima, "fits": allocation_fits or {}})
     else:
         notes.add("IsoFLOP figure skipped: every budget has a single model size")

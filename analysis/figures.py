@@ -318,18 +318,21 @@ def plot_allocation(minima: pd.DataFrame, fits: Mapping[str, object],
 
 
 def plot_isoflop(df: pd.DataFrame, *, task: str = VALIDATION, metric: str = "loss",
-                 out: str | Path | None = None) -> Figure:
+                 minima: pd.DataFrame | None = None, out: str | Path | None = None) -> Figure:
     """Loss vs non-embedding parameters, one curve per budget and one panel per objective.
 
     Each run's final evaluation is a point; slices with 3+ sizes get their parabola in log N, and
     every slice's minimum (``analysis.optimal_allocation.isoflop_minima``) is marked with a star.
+    ``minima`` are those minima where the caller has them already (of the same ``df``, ``task`` and
+    ``metric``, e.g. ``analysis.optimal_allocation.isoflop_optima``); None computes them here.
     """
     check_table(df)
     final = final_points(select(df, task, metric))
     if final.groupby(["objective", "flops_budget"])["non_embedding_params"].nunique().max() < 2:
         raise ValueError("no IsoFLOP slice to draw: every budget has a single model size; "
                          "IsoFLOP curves need several sizes trained at the same budget")
-    minima = isoflop_minima(df, task=task, metric=metric)
+    if minima is None:
+        minima = isoflop_minima(df, task=task, metric=metric)
     objectives = objectives_in(final)
     budgets = np.sort(final["flops_budget"].unique())
     with rc_context(STYLE):

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import optimize
 
-from models.flops import FLOPS_PER_PARAM_PER_TOKEN
+from models.flops import FLOPS_PER_PARAM_PER_TOKEN, tokens_for_budget
 
 HUBER_DELTA = 1e-3
 LOSS, ACCURACY = "loss", "accuracy"
@@ -249,7 +249,7 @@ class ChinchillaFit:
         """Compute-optimal (N*, D*) for training compute C = 6ND."""
         C = np.asarray(C, dtype=float)
         N = self.G * (C / FLOPS_PER_PARAM_PER_TOKEN) ** self.params_exponent
-        return N, C / (FLOPS_PER_PARAM_PER_TOKEN * N)
+        return N, tokens_for_budget(C, N)
 
     def optimal_loss(self, C) -> np.ndarray:
         return self.predict(*self.optimal_allocation(C))
@@ -371,7 +371,7 @@ class AllocationFit:
 
     def optimal_tokens(self, C) -> np.ndarray:
         C = np.asarray(C, dtype=float)
-        return C / (FLOPS_PER_PARAM_PER_TOKEN * self.optimal_params(C))
+        return tokens_for_budget(C, self.optimal_params(C))
 
     def params(self) -> dict[str, float]:
         return {"a (N* ~ C^a)": self.exponent, "b (D* ~ C^b) = 1 - a": 1.0 - self.exponent}

@@ -16,7 +16,8 @@ Every fit is made once, here, and read by everything that shows it: the tables o
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import functools
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -50,32 +51,51 @@ def resample_unit(used_runs: pd.DataFrame) -> str:
 
 
 # ---------------------------------------------------------------------------------------------
-# one objective's points and fit inputs
+# one objective's fit of one quantity: the one path of the tables and the figures
 # ---------------------------------------------------------------------------------------------
-def frontier_points(rows: pd.DataFrame, objective: str) -> pd.DataFrame:
-    """An objective's final evaluations, the points its loss frontier is fitted through."""
-    return final_points(rows[rows["objective"] == objective])
+@dataclass(frozen=True)
+class _ObjectiveFit:
+    """One objective's bootstrap fit of one quantity, with the points and inputs it was fitted on;
+    where the bootstrap failed, ``boot`` is None and ``error`` says why."""
+
+    points: pd.DataFrame
+    fit_fn: Callable
+    args: tuple  # the fit's columns: (C, N, loss) or (C, accuracy)
+    kwargs: dict  # its other inputs: budget, or chance, max_score, task_loss and groups
+    boot: BootstrapFit | None
+    error: str | None = None
 
 
-def accuracy_points(rows: pd.DataFrame, objective: str) -> pd.DataFrame:
-    """An objective's evaluation points in order of compute, the points its accuracy curve is fitted through."""
-    return rows[rows["objective"] == objective].sort_values("flops", kind="stable")
+def _fit_objective(rows: pd.DataFrame, objective: str, *, chance: float | None = None, max_score: float = 1.0,
+                   resample: str = "runs", task_loss: Callable[[pd.DataFrame], np.ndarray] | None = None,
+                   n_resamples: int, confidence: float, seed: int) -> _ObjectiveFit:
+    """The bootstrap fit of ``objective`` in ``rows`` (the rows of one task and metric).
 
-
-def _frontier_inputs(final: pd.DataFrame) -> tuple[tuple, dict]:
-    args = (final["flops"].to_numpy(float), final["non_embedding_params"].to_numpy(float),
-            final["value"].to_numpy(float))
-    return args, {"budget": final["flops_budget"].to_numpy(float)}
-
-
-def _accuracy_inputs(pts: pd.DataFrame, chance: float, *, max_score: float, resample: str,
-                     task_loss: np.ndarray | None = None) -> tuple[tuple, dict]:
-    args = (pts["flops"].to_numpy(float), pts["value"].to_numpy(float))
-    kwargs = {"chance": float(chance), "max_score": max_score}
-    if task_loss is not None:
-        kwargs["task_loss"] = task_loss
-    kwargs["groups"] = pts["run_id"].to_numpy() if resample == "runs" else None
-    return args, kwargs
+    Without ``chance``: L = E + A C^-alpha through the compute frontier of the objective's final
+    evaluations (``analysis.fits.fit_loss_frontier``). With ``chance``: an accuracy curve through
+    every evaluation point in order of compute (``analysis.accuracy_fits.fit_accuracy``), the
+    bootstrap resampling whole runs (``resample="runs"``) or single points; ``task_loss`` gives the
+    task loss at each of those points, for the two-step OLMo-ladder form.
+    """
+    if chance is None:
+        pts = final_points(rows[rows["objective"] == objective])
+        fit_fn = fit_loss_frontier
+        args = (pts["flops"].to_numpy(float), pts["non_embedding_params"].to_numpy(float),
+                pts["value"].to_numpy(float))
+        kwargs = {"budget": pts["flops_budget"].to_numpy(float)}
+    else:
+        pts = rows[rows["objective"] == objective].sort_values("flops", kind="stable")
+        fit_fn = fit_accuracy
+        args = (pts["flops"].to_numpy(float), pts["value"].to_numpy(float))
+        kwargs = {"chance": float(chance), "max_score": max_score}
+        if task_loss is not None:
+            kwargs["task_loss"] = task_loss(pts)
+        kwargs["groups"] = pts["run_id"].to_numpy() if resample == "runs" else None
+    try:
+        boot = bootstrap_fit(fit_fn, *args, **kwargs, n_resamples=n_resamples, confidence=confidence, seed=seed)
+    except ValueError as err:
+        return _ObjectiveFit(pts, fit_fn, args, kwargs, None, str(err))
+    return _ObjectiveFit(pts, fit_fn, args, kwargs, boot)
 
 
 def _task_loss(df: pd.DataFrame, pts: pd.DataFrame, task: str, metric: str) -> np.ndarray:
@@ -93,16 +113,16 @@ def _task_loss(df: pd.DataFrame, pts: pd.DataFrame, task: str, metric: str) -> n
     return matched.to_numpy(float)
 
 
-def _bootstrap(fit_fn, *arrays, where: str, **kwargs) -> BootstrapFit:
-    try:
-        return bootstrap_fit(fit_fn, *arrays, **kwargs)
-    except ValueError as err:
-        raise ValueError(f"{where}: {err}. Plot without fits (fits=None) to draw the points alone") from None
-
-
 # ---------------------------------------------------------------------------------------------
 # the fits of a results table, for its figures
 # ---------------------------------------------------------------------------------------------
+def _figure_fit(fitted: _ObjectiveFit, where: str) -> BootstrapFit:
+    """The bootstrap of ``fitted``; a ValueError naming the fit (``where``) if it failed."""
+    if fitted.error is not None:
+        raise ValueError(f"{where}: {fitted.error}. Plot without fits (fits=None) to draw the points alone")
+    return fitted.boot
+
+
 def fit_loss_frontiers(df: pd.DataFrame, *, task: str = VALIDATION, metric: str = "loss",
                        n_resamples: int = 200, confidence: float = 0.9,
                        seed: int = 0) -> dict[Quantity, BootstrapFit]:
@@ -112,10 +132,8 @@ def fit_loss_frontiers(df: pd.DataFrame, *, task: str = VALIDATION, metric: str 
     rows = select(df, task, metric)
     fits = {}
     for objective in objectives_in(rows):
-        args, kwargs = _frontier_inputs(frontier_points(rows, objective))
-        fits[(task, metric, objective)] = _bootstrap(
-            fit_loss_frontier, *args, **kwargs, n_resamples=n_resamples, confidence=confidence, seed=seed,
-            where=f"{task}/{metric}, objective {objective!r}")
+        fitted = _fit_objective(rows, objective, n_resamples=n_resamples, confidence=confidence, seed=seed)
+        fits[(task, metric, objective)] = _figure_fit(fitted, f"{task}/{metric}, objective {objective!r}")
     return fits
 
 
@@ -142,14 +160,13 @@ def fit_accuracy_curves(df: pd.DataFrame, chance: Mapping[str, float], *, tasks=
     fits = {}
     for task in tasks:
         rows = panels[task]
+        task_loss = None if task_loss_metric is None else functools.partial(
+            _task_loss, df, task=task, metric=task_loss_metric)
         for objective in objectives_in(rows):
-            pts = accuracy_points(rows, objective)
-            task_loss = None if task_loss_metric is None else _task_loss(df, pts, task, task_loss_metric)
-            args, kwargs = _accuracy_inputs(pts, chance[task], max_score=max_score, resample=resample,
-                                            task_loss=task_loss)
-            fits[(task, metric_of(task), objective)] = _bootstrap(
-                fit_accuracy, *args, **kwargs, n_resamples=n_resamples, confidence=confidence, seed=seed,
-                where=f"task {task!r}, objective {objective!r}")
+            fitted = _fit_objective(rows, objective, chance=chance[task], max_score=max_score,
+                                    resample=resample, task_loss=task_loss, n_resamples=n_resamples,
+                                    confidence=confidence, seed=seed)
+            fits[(task, metric_of(task), objective)] = _figure_fit(fitted, f"task {task!r}, objective {objective!r}")
     return fits
 
 
@@ -188,21 +205,16 @@ def fit_grid(scores: pd.DataFrame, chance: Mapping[str, float], metric_of: Mappi
         rows = scores[(scores["task"] == task) & (scores["metric"] == metric)]
         name, validation = f"{task}/{metric}", task == VALIDATION
         for objective in objectives_in(rows):
-            if validation:
-                pts = frontier_points(rows, objective)
-                fn, form, (args, kwargs) = fit_loss_frontier, FRONTIER_FORM, _frontier_inputs(pts)
-            else:
-                pts = accuracy_points(rows, objective)
-                fn, form = fit_accuracy, ACCURACY_FORM
-                args, kwargs = _accuracy_inputs(pts, chance[task], max_score=1.0, resample=resample)
-            try:
-                boot = bootstrap_fit(fn, *args, **kwargs, **settings)
-            except ValueError as err:
-                notes.add(str(err), "no fit", name, objective.upper())
-                out.errors[(task, metric, objective)] = str(err)
+            fitted = _fit_objective(rows, objective, chance=None if validation else chance[task],
+                                    resample=resample, **settings)
+            if fitted.error is not None:
+                notes.add(fitted.error, "no fit", name, objective.upper())
+                out.errors[(task, metric, objective)] = fitted.error
                 continue
+            pts, boot = fitted.points, fitted.boot
             out.fits[(task, metric, objective)] = boot
-            out.parameters += _parameter_rows(name, objective, form, boot)
+            out.parameters += _parameter_rows(name, objective, FRONTIER_FORM if validation else ACCURACY_FORM,
+                                              boot)
             n_budgets = pts["flops_budget"].nunique()
             if validation and n_budgets < MIN_BUDGETS + 2:
                 notes.add(f"a held-out check needs {MIN_BUDGETS + 2} budgets (one to predict, enough left "
@@ -214,8 +226,8 @@ def fit_grid(scores: pd.DataFrame, chance: Mapping[str, float], metric_of: Mappi
                     front = _frontier(pts)
                     check = held_out_check(fit_power_law, front["flops"], front["value"], **settings)
                 else:
-                    check = held_out_check(fn, *args, budget=pts["flops_budget"].to_numpy(float),
-                                           **kwargs, **settings)
+                    check = held_out_check(fitted.fit_fn, *fitted.args, budget=pts["flops_budget"].to_numpy(float),
+                                           **fitted.kwargs, **settings)
             except ValueError as err:
                 notes.add(f"fitting the {n_budgets - 1} budget(s) below the largest failed: {err}",
                           "no held-out check", name, objective.upper())

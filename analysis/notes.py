@@ -82,15 +82,6 @@ class Notes:
             if qualifier is not None and qualifier not in qualifiers:
                 qualifiers.append(qualifier)
 
-    def known_cause(self, message: str) -> str | None:
-        """The first recorded cause (as added) whose text occurs in ``message``, if any."""
-        for group in self._groups.values():
-            for numbers in group.numbers:
-                raw = "".join(p for pair in zip(group.text, (*numbers, "")) for p in pair)
-                if raw and raw in message:
-                    return raw
-        return None
-
     def lines(self) -> list[str]:
         return [group.line() for group in self._groups.values()]
 

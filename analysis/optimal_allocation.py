@@ -14,7 +14,7 @@ import pandas as pd
 from analysis.fits import fit_allocation, fit_isoflop
 from analysis.results_table import check_table, final_points, select
 from analysis.runs import VALIDATION
-from models.flops import FLOPS_PER_PARAM_PER_TOKEN
+from models.flops import tokens_for_budget
 
 OPTIMA_COLUMNS = ["objective", "flops_budget", "optimal_params", "optimal_tokens", "optimal_loss", "method",
                   "n_sizes", "inside_sizes"]
@@ -44,7 +44,7 @@ def isoflop_minima(df: pd.DataFrame, *, task: str = VALIDATION,
             record = (parabola.optimal_params, parabola.optimal_loss, "parabola")
         records.append({"objective": objective, "flops_budget": float(budget),
                         "optimal_params": record[0],
-                        "optimal_tokens": float(budget) / (FLOPS_PER_PARAM_PER_TOKEN * record[0]),
+                        "optimal_tokens": tokens_for_budget(float(budget), record[0]),
                         "optimal_loss": record[1],
                         "method": record[2], "n_sizes": int(np.unique(n).size),
                         "inside_sizes": bool(n.min() <= record[0] <= n.max())})

@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from models.flops import FLOPS_PER_PARAM_PER_TOKEN
+from models.flops import FLOPS_PER_PARAM_PER_TOKEN, tokens_for_budget
 from models.metric_names import (EVAL_FLOPS_SEEN, EVAL_ITEMS, EVAL_PREFIX, EVAL_TOKENS_SEEN, FINAL_FLOPS,
                                  FINAL_VAL_LOSS, FLOPS, FLOPS_BUDGET, GRID, KIND, LAUNCH_KIND, LOSS_METRICS,
                                  MODEL, NON_EMBEDDING_PARAMS, OBJECTIVE, ROLE, RUN_KEY, SEED, TRAIN_FLOPS_SEEN,
@@ -228,7 +228,7 @@ class _Exclusions:
 def _tokens(logged: float, flops: float, identity: dict) -> float:
     """Tokens seen: the logged counter, else D = C / (6 N) (the last step has FLOPs only)."""
     n = identity["non_embedding_params"]
-    return float(logged) if np.isfinite(logged) or not n > 0 else flops / (FLOPS_PER_PARAM_PER_TOKEN * n)
+    return float(logged) if np.isfinite(logged) or not n > 0 else tokens_for_budget(flops, n)
 
 
 def _score_rows(client, identity: dict, latest: dict, grid: str) -> list[dict]:

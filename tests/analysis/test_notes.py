@@ -34,11 +34,3 @@ def test_different_causes_stay_apart_and_a_repeated_note_is_written_once():
     assert notes.lines() == ["run r1 has no MLflow run", "no fit: isoflop. Cause: the slice is not convex",
                              "no fit: isoflop. Cause: too few points"]
     assert len(notes) == 3
-
-
-def test_a_message_quoting_a_recorded_cause_is_matched_to_it():
-    notes = Notes()
-    notes.add("42 of 50 bootstrap resamples could not be fitted", "no fit", "validation/loss", "ARM")
-    message = "validation/loss, objective 'arm': 42 of 50 bootstrap resamples could not be fitted. Pass fit=False"
-    assert notes.known_cause(message) == "42 of 50 bootstrap resamples could not be fitted"
-    assert notes.known_cause("something else entirely") is None
